@@ -1,0 +1,42 @@
+"""The METHODS registry and `make`, re-exported by the package.
+
+A method module adds its factory here: `METHODS['prune'] = pruning.make`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from compression.core import Compressor, chain, identity, param_paths, select
+from compression.errors import InputError
+
+# name -> factory(section_config) -> Compressor.
+METHODS: dict[str, Callable[[Any], Compressor]] = {}
+
+
+def method_names(cfg: Any) -> list[str]:
+  """The method names listed in `cfg.methods`, in order."""
+  return [m.strip() for m in str(cfg.methods).split(',') if m.strip()]
+
+
+def make(cfg: Any) -> Compressor:
+  """Builds the chained Compressor that `cfg.methods` names.
+
+  Args:
+    cfg: the `config.compression` section: `methods` ('' for none, or
+      'prune,quantize', ...) plus one sub-section per method name.
+
+  Returns:
+    The chain of the named methods (identity for none).
+
+  Raises:
+    InputError: a name not in METHODS.
+  """
+  methods = []
+  for name in method_names(cfg):
+    if name not in METHODS:
+      valid = ', '.join(sorted(METHODS)) or '(none yet)'
+      raise InputError(
+          f'compression.methods: unknown method {name!r}; valid: {valid}')
+    methods.append(METHODS[name](cfg[name]))
+  return chain(*methods)

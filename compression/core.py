@@ -1,0 +1,148 @@
+"""The Compressor interface, `chain`, and regex selection of parameters.
+
+A compression method is a `Compressor`: a NamedTuple of pure functions, in the
+spirit of `optax.GradientTransformation`.
+
+* `init(params) -> (params, state)` may re-parameterize the trainable tree
+  (factors, coefficients, codebooks) and builds the method's state (masks,
+  scales, step counters).
+* `apply(params, state) -> dense_params` is the dense view the model runs with;
+  fake-quant and masks act here with straight-through gradients, so the
+  trainable values keep learning.
+* `update(params, state, grads, step) -> (params, state)` runs schedules
+  (gradual pruning, mask recomputation) inside the jitted train step.
+* `penalty(params, state) -> scalar` is an extra loss term (L1, group lasso);
+  zero for most methods.
+* `export(params, state) -> tree` gives the encoded leaves the artifact stores.
+
+Parameters are selected by a regex over '/'-joined paths such as
+`layer_0/recurrent_kernel`; `select` reports a regex that matches nothing as
+an error, so a typo never silently compresses nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from compression.errors import InputError
+
+Params = Any  # A nested dict of arrays (a Flax 'params' collection).
+State = Any  # A method's state pytree.
+
+
+class Compressor(NamedTuple):
+  """A compression method as pure functions over parameter pytrees."""
+  init: Callable[[Params], tuple[Params, State]]
+  apply: Callable[[Params, State], Params]
+  update: Callable[[Params, State, Params, jax.Array], tuple[Params, State]]
+  penalty: Callable[[Params, State], jax.Array]
+  export: Callable[[Params, State], Any]
+
+
+def identity() -> Compressor:
+  """The method that changes nothing (an empty chain)."""
+  return Compressor(
+      init=lambda params: (params, ()),
+      apply=lambda params, state: params,
+      update=lambda params, state, grads, step: (params, state),
+      penalty=lambda params, state: jnp.zeros((), jnp.float32),
+      export=lambda params, state: {},
+  )
+
+
+def chain(*methods: Compressor) -> Compressor:
+  """Composes methods in order, like `optax.chain`.
+
+  `init` runs first to last, each method seeing the tree the previous one
+  produced (so a method listed after low-rank factorization sees the factors).
+  `apply` unwinds last to first, so every method maps its own representation
+  back to the one the method before it expects, ending at dense parameters.
+
+  Args:
+    *methods: the Compressors to compose.
+
+  Returns:
+    One Compressor whose state is the tuple of the methods' states.
+  """
+  if not methods:
+    return identity()
+
+  def init(params):
+    states = []
+    for m in methods:
+      params, s = m.init(params)
+      states.append(s)
+    return params, tuple(states)
+
+  def apply(params, state):
+    for m, s in reversed(list(zip(methods, state))):
+      params = m.apply(params, s)
+    return params
+
+  def update(params, state, grads, step):
+    new_states = []
+    for m, s in zip(methods, state):
+      params, s = m.update(params, s, grads, step)
+      new_states.append(s)
+    return params, tuple(new_states)
+
+  def penalty(params, state):
+    return sum((m.penalty(params, s) for m, s in zip(methods, state)),
+               jnp.zeros((), jnp.float32))
+
+  def export(params, state):
+    return tuple(m.export(params, s) for m, s in zip(methods, state))
+
+  return Compressor(init, apply, update, penalty, export)
+
+
+def path_str(path: tuple[Any, ...]) -> str:
+  """Joins a pytree key path into 'layer_0/input_kernel' form."""
+  parts = []
+  for k in path:
+    if isinstance(k, jax.tree_util.DictKey):
+      parts.append(str(k.key))
+    elif isinstance(k, jax.tree_util.GetAttrKey):
+      parts.append(k.name)
+    elif isinstance(k, jax.tree_util.SequenceKey):
+      parts.append(str(k.idx))
+    else:
+      parts.append(str(k))
+  return '/'.join(parts)
+
+
+def param_paths(params: Params) -> list[str]:
+  """Every leaf's '/'-joined path, in tree order."""
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  return [path_str(p) for p, _ in leaves]
+
+
+def select(params: Params, pattern: str, field: str = 'regex') -> Params:
+  """A pytree of bools: True where the leaf's full path matches `pattern`.
+
+  Args:
+    params: the parameter tree.
+    pattern: a regex matched against the whole '/'-joined path (re.fullmatch).
+    field: the config field named in the error message.
+
+  Returns:
+    A tree with the structure of `params` and Python bool leaves.
+
+  Raises:
+    InputError: the regex is invalid or matches no parameter.
+  """
+  try:
+    compiled = re.compile(pattern)
+  except re.error as e:
+    raise InputError(f'{field}: invalid regex {pattern!r} ({e})') from None
+  chosen = jax.tree_util.tree_map_with_path(
+      lambda p, _: compiled.fullmatch(path_str(p)) is not None, params)
+  if not any(jax.tree_util.tree_leaves(chosen)):
+    raise InputError(
+        f'{field}: {pattern!r} matches no parameter; paths are: '
+        + ', '.join(param_paths(params)))
+  return chosen

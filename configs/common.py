@@ -1,0 +1,133 @@
+"""Shared pieces of every recipe: the `:key=value` parser and the base config.
+
+A recipe file defines `get_config(arg=None)`. The `arg` is the text after the
+colon in `--config=configs/gru_qat.py:bits=4,smoke`; `parse_arg` turns it into
+a typed ConfigDict using the recipe's declared defaults, so `bits=4` becomes
+the int 4 and a bare `smoke` becomes True. An unknown key or a value of the
+wrong type is one clear error line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from compression.errors import InputError
+
+
+def _convert(key: str, text: str, default: Any) -> Any:
+  """Converts `text` to the type of `default`, or raises InputError."""
+  kind = type(default)
+  if kind is bool:
+    lowered = text.lower()
+    if lowered in ('', '1', 'true', 'yes', 'on'):
+      return True
+    if lowered in ('0', 'false', 'no', 'off'):
+      return False
+    raise InputError(f'config arg {key}: expected true/false, got {text!r}')
+  if text == '':
+    raise InputError(f'config arg {key}: needs a value ({key}=...)')
+  try:
+    if kind is int:
+      return int(text)
+    if kind is float:
+      return float(text)
+  except ValueError:
+    raise InputError(
+        f'config arg {key}: expected {kind.__name__}, got {text!r}') from None
+  return text
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+  """Parses a `key=value,flag,...` string against typed defaults.
+
+  Args:
+    arg: the text after the colon of `--config=file.py:arg`, or None.
+    **defaults: every accepted key with its default value; the default's type
+      (bool, int, float, str) is the key's type.
+
+  Returns:
+    A ConfigDict with every key of `defaults`, overridden by `arg`.
+
+  Raises:
+    InputError: an unknown key or a value that does not fit the key's type.
+
+  Example:
+    >>> parse_arg('bits=4,smoke', bits=8, smoke=False).bits
+    4
+  """
+  values = dict(defaults)
+  for item in (arg or '').split(','):
+    item = item.strip()
+    if not item:
+      continue
+    key, _, text = item.partition('=')
+    key = key.strip()
+    if key not in defaults:
+      valid = ', '.join(sorted(defaults)) or '(none)'
+      raise InputError(f'config arg {key!r}: unknown; valid keys: {valid}')
+    if '=' not in item and not isinstance(defaults[key], bool):
+      raise InputError(f'config arg {key}: needs a value ({key}=...)')
+    values[key] = _convert(key, text.strip(), defaults[key])
+  return ml_collections.ConfigDict(values)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The keys every recipe has, with defaults; recipes override a few fields.
+
+  Returns:
+    A ConfigDict declaring every key the training code reads.
+  """
+  c = ml_collections.ConfigDict()
+  c.name = ''  # Recipe name; the default workdir is runs/<name>.
+  c.arg = ''  # The `:key=value` string the recipe was built from.
+  c.overrides = ''  # Filled by train.py: the --config.* flags of the run.
+  c.seed = 0  # Seeds parameter init, dropout-free rng stream and batch order.
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'japanese_vowels'  # A name in data.DATASETS.
+  c.data.kwargs = ml_collections.ConfigDict()  # That dataset's keyword args.
+  c.data.batch_size = 32  # Global batch, split over all devices.
+  c.data.eval_batch_size = 512  # Evaluation batch (padded, weighted).
+
+  c.model = ml_collections.ConfigDict()
+  c.model.cell = 'gru'  # rnn | lstm | gru.
+  c.model.hidden = 64  # Hidden units per layer.
+  c.model.layers = 1  # Stacked recurrent layers.
+  c.model.pooling = 'last'  # Classification: last | mean | attention.
+  c.model.embed_dim = 32  # Language model: character embedding width.
+  c.model.dtype = 'float32'  # Compute dtype: float32 | bfloat16.
+  c.model.unroll = 1  # Scan unroll factor.
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = 'adam'  # adam | adamw | sgd.
+  c.optimizer.learning_rate = 1e-2  # Peak learning rate.
+  c.optimizer.schedule = 'cosine'  # constant | cosine | linear (after warmup).
+  c.optimizer.warmup_steps = 20  # Linear warmup from 0 to the peak.
+  c.optimizer.end_factor = 0.01  # Final rate as a fraction of the peak.
+  c.optimizer.weight_decay = 0.0  # Decoupled decay (adamw only).
+  c.optimizer.momentum = 0.9  # sgd only.
+  c.optimizer.grad_clip_norm = 1.0  # Global-norm clipping; 0 disables.
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 1000  # Optimizer steps.
+  c.train.log_every = 100  # Progress line and metrics.jsonl row.
+  c.train.eval_every = 500  # Test evaluation during training; 0 = only at end.
+  c.train.checkpoint_every = 500  # Orbax checkpoint period; the end always saves.
+  c.train.keep_checkpoints = 2  # Checkpoints kept on disk.
+
+  c.compression = ml_collections.ConfigDict()
+  c.compression.methods = ''  # Comma-separated names from compression.METHODS.
+  return c
+
+
+def make_smoke(c: ml_collections.ConfigDict) -> None:
+  """Shrinks a config in place to a run of a few seconds (for tests)."""
+  c.model.hidden = 8
+  c.train.steps = 4
+  c.train.log_every = 1
+  c.train.eval_every = 2
+  c.train.checkpoint_every = 2
+  c.optimizer.warmup_steps = 1
+  c.data.batch_size = min(c.data.batch_size, 16)

@@ -1,0 +1,411 @@
+"""Elman RNN, LSTM and GRU layers with time as a `jax.lax.scan`.
+
+One module, `RecurrentLayer`, runs any of the three cells; `RecurrentStack`
+stacks `layers` of them. Inputs are batch-major: `x` (B, T, F) and `lengths`
+(B,) int32. A step `t >= lengths[b]` never changes sequence `b`'s carry, so the
+final carry is each sequence's state at its true last step, and the output at a
+padded step is zero.
+
+Parameters of one layer (G gates of width H concatenated on the last axis):
+
+  =================  ============  =============================================
+  name               shape         meaning
+  =================  ============  =============================================
+  input_kernel       (F, G*H)      input to gates
+  recurrent_kernel   (H, G*H)      previous hidden state to gates
+  bias               (G*H,)        gate bias (input side)
+  recurrent_bias     (H,)          GRU only: bias of h W_hn inside r * (...)
+  =================  ============  =============================================
+
+Gate order: GRU G=3 `[r, z, n]`; LSTM G=4 `[i, f, g, o]`; RNN G=1 `[h]`.
+
+Equations (sigma = sigmoid, x_t the input, h the previous hidden state)::
+
+  RNN:  h' = tanh(x W + b + h U)
+  LSTM: i, f, g, o = sigma(.), sigma(.), tanh(.), sigma(.) of x W + b + h U
+        c' = f * c + i * g;  h' = o * tanh(c')
+  GRU:  r, z = sigma(x W_r + b_r + h U_r), sigma(x W_z + b_z + h U_z)
+        n = tanh(x W_n + b_n + r * (h U_n + b_hn));  h' = (1 - z) * n + z * h
+
+The GRU is the same function as `flax.linen.GRUCell`: its `ir/iz/in` kernels
+and biases are the column blocks of `input_kernel` and `bias`, `hr/hz/hn` of
+`recurrent_kernel`, and `hn/bias` is `recurrent_bias`.
+
+Every matrix product goes through `matmul`, so a factored or quantized kernel
+later needs a new `matmul`, never a second copy of a cell.
+
+Layout, measured with `benchmarks/gru_vs_flax.py` (1-layer GRU classifier,
+F=16, H=128, T=64, B=64, Adam, full jitted train step with donated state;
+median ms/step over 100 steps, XLA:CPU on a shared 2-core machine):
+
+  flax.linen.RNN(GRUCell) unroll=1   11.57   (unroll=4: 11.71)
+  ours, input projected per step     u1 10.70   u2 10.30   u4 10.82
+  ours, one (T*B, F) projection
+        hoisted before the scan      u1 11.52   u4 11.21
+
+A rerun with busier neighbours: flax 11.86; ours per step u1 11.14, u2 10.52,
+u4 10.92; hoisted u1 17.42 (min 11.06), u4 17.28: the hoisted layout also
+suffers most from a loaded machine.
+
+So the default projects each step's input inside the scan (`hoist_input=False`)
+and scans time-major (lax.scan walks the leading axis; transposing the narrow
+(B, T, F) input is cheaper than the (T, B, G*H) projection). The recurrent
+matmuls dominate at this size, and hoisting only adds a (T, B, G*H) buffer and
+its gradient's round trip through memory. On accelerators, where each step is a
+kernel launch, hoisting is the usual win: flip `hoist_input` and rerun the
+benchmark there. The config's `unroll` is passed through; 2 was best here by
+~4%, within noise. `matmul` flattens to 2-D because XLA:CPU ran the 3-D form
+of the hoisted dot (and its kernel gradient) 7x slower.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from compression.errors import InputError
+
+Array = jax.Array
+# A kernel as `matmul` accepts it: today a dense array; later also low-rank
+# factor pytrees or quantized kernels.
+Kernel = Any
+Carry = Any
+StateFn = Callable[[Array], Array]
+
+CELLS = ('gru', 'lstm', 'rnn')
+DTYPES = ('float32', 'bfloat16')
+
+def matmul(x: Array, w: Kernel) -> Array:
+  """The one matrix product of every cell: `x @ w`, accumulated in float32.
+
+  Args:
+    x: (..., K) activations in the compute dtype.
+    w: (K, N) kernel. Cast to `x.dtype` so a float32 parameter runs in
+      bfloat16 when the layer computes in bfloat16.
+
+  Returns:
+    (..., N) float32 product.
+  """
+  lead = x.shape[:-1]
+  # A 2-D product: XLA:CPU ran the (T, B, F) x (F, N) dot, above all its
+  # kernel gradient (a contraction over two axes), 7x slower than the same
+  # dot on (T*B, F). The reshape is free.
+  y = jnp.matmul(x.reshape(-1, x.shape[-1]), w.astype(x.dtype),
+                 preferred_element_type=jnp.float32)
+  return y.reshape(*lead, y.shape[-1])
+
+
+class CellSpec(NamedTuple):
+  """Static description of one cell type.
+
+  Attributes:
+    gates: number G of gate blocks of width H in the kernels.
+    gate_names: the gate blocks in kernel column order.
+  """
+  gates: int
+  gate_names: tuple[str, ...]
+
+
+CELL_SPECS = {
+    'rnn': CellSpec(1, ('h',)),
+    'lstm': CellSpec(4, ('i', 'f', 'g', 'o')),
+    'gru': CellSpec(3, ('r', 'z', 'n')),
+}
+
+
+def _identity(h: Array) -> Array:
+  return h
+
+
+def rnn_step(params: dict, carry: Array, xp: Array, dtype: Any,
+             state_fn: StateFn = _identity) -> tuple[Array, Array]:
+  """One Elman step, given the projected input `x_t W + b`.
+
+  Args:
+    params: the layer's parameters (`recurrent_kernel` is used here).
+    carry: (B, H) float32 previous hidden state.
+    xp: (B, H) float32 `x_t W + b`.
+    dtype: compute dtype of the recurrent matmul.
+    state_fn: applied to the new hidden state (e.g. fake-quant).
+
+  Returns:
+    (new carry, output); both the new hidden state.
+  """
+  h = state_fn(jnp.tanh(xp + matmul(carry.astype(dtype),
+                                    params['recurrent_kernel'])))
+  return h, h
+
+
+def lstm_step(params: dict, carry: tuple[Array, Array], xp: Array, dtype: Any,
+              state_fn: StateFn = _identity,
+              cell_state_fn: StateFn = _identity
+              ) -> tuple[tuple[Array, Array], Array]:
+  """One LSTM step, given the projected input `x_t W + b`.
+
+  Args:
+    params: the layer's parameters (`recurrent_kernel` is used here).
+    carry: `(h, c)`, each (B, H) float32.
+    xp: (B, 4H) float32 `x_t W + b`, gates `[i, f, g, o]`.
+    dtype: compute dtype of the recurrent matmul.
+    state_fn: applied to the new hidden state h.
+    cell_state_fn: applied to the new cell state c.
+
+  Returns:
+    (new `(h, c)`, new h).
+  """
+  h, c = carry
+  gates = xp + matmul(h.astype(dtype), params['recurrent_kernel'])
+  i, f, g, o = jnp.split(gates, 4, axis=-1)
+  c = cell_state_fn(jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g))
+  h = state_fn(jax.nn.sigmoid(o) * jnp.tanh(c))
+  return (h, c), h
+
+
+def gru_step(params: dict, carry: Array, xp: Array, dtype: Any,
+             state_fn: StateFn = _identity) -> tuple[Array, Array]:
+  """One GRU step, given the projected input `x_t W + b`.
+
+  Args:
+    params: the layer's parameters (`recurrent_kernel`, `recurrent_bias`).
+    carry: (B, H) float32 previous hidden state.
+    xp: (B, 3H) float32 `x_t W + b`, gates `[r, z, n]`.
+    dtype: compute dtype of the recurrent matmul.
+    state_fn: applied to the new hidden state.
+
+  Returns:
+    (new carry, output); both the new hidden state.
+  """
+  hp = matmul(carry.astype(dtype), params['recurrent_kernel'])
+  xr, xz, xn = jnp.split(xp, 3, axis=-1)
+  hr, hz, hn = jnp.split(hp, 3, axis=-1)
+  r = jax.nn.sigmoid(xr + hr)
+  z = jax.nn.sigmoid(xz + hz)
+  n = jnp.tanh(xn + r * (hn + params['recurrent_bias']))
+  h = state_fn((1.0 - z) * n + z * carry)
+  return h, h
+
+
+def _lstm_bias_init(hidden: int) -> nn.initializers.Initializer:
+  """Zero bias with the forget-gate block at 1, so early gradients flow."""
+  def init(key, shape, dtype=jnp.float32):
+    del key
+    return jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(1.0)
+  return init
+
+
+def _cast_tree(tree: Any, dtype: Any) -> Any:
+  """Casts the floating leaves of a parameter pytree to the compute dtype."""
+  def cast(leaf):
+    if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating):
+      return leaf.astype(dtype)
+    return leaf
+  return jax.tree_util.tree_map(cast, tree)
+
+
+def full_lengths(x: Array) -> Array:
+  """Lengths (B,) int32 that mark every step of `x` (B, T, ...) valid."""
+  return jnp.full((x.shape[0],), x.shape[1], jnp.int32)
+
+
+class RecurrentLayer(nn.Module):
+  """One recurrent layer (RNN, LSTM or GRU) scanned over time.
+
+  Attributes:
+    cell: 'gru', 'lstm' or 'rnn'.
+    hidden: width H of the hidden state.
+    dtype: compute dtype of the matmuls, 'float32' or 'bfloat16'. Parameters,
+      the carry and the gate arithmetic stay float32.
+    unroll: steps per iteration of the scan loop.
+    state_fn: applied to the new hidden state at every step (identity when
+      None); the hook for quantizing h_t.
+    cell_state_fn: LSTM only: applied to the new cell state at every step.
+    hoist_input: project the whole input sequence in one matmul before the
+      scan (True) or each step's input inside the scan (False, faster on
+      CPU; see the module docstring).
+  """
+  cell: str
+  hidden: int
+  dtype: str = 'float32'
+  unroll: int = 1
+  state_fn: StateFn | None = None
+  cell_state_fn: StateFn | None = None
+  hoist_input: bool = False
+
+  def initial_carry(self, batch: int) -> Carry:
+    """Zero carry: (B, H) for RNN/GRU, `(h, c)` for LSTM."""
+    zeros = jnp.zeros((batch, self.hidden), jnp.float32)
+    return (zeros, zeros) if self.cell == 'lstm' else zeros
+
+  @nn.compact
+  def __call__(self, x: Array, lengths: Array | None = None,
+               initial_carry: Carry | None = None) -> tuple[Array, Carry]:
+    """Runs the layer over a batch of padded sequences.
+
+    Args:
+      x: (B, T, F) inputs.
+      lengths: (B,) int32 valid steps per sequence; None means all T.
+      initial_carry: carry to start from; zeros when None.
+
+    Returns:
+      `(outputs, carry)`: outputs (B, T, H) float32, zero at padded steps;
+      carry the state after each sequence's last valid step ((B, H), or
+      `(h, c)` for LSTM).
+    """
+    if self.cell not in CELL_SPECS:
+      raise InputError(f'model.cell: unknown cell {self.cell!r}; valid: '
+                       f'{", ".join(CELLS)}')
+    h_dim = self.hidden
+    g_dim = CELL_SPECS[self.cell].gates * h_dim
+    dtype = jnp.dtype(self.dtype)
+    batch, steps = x.shape[:2]
+    if lengths is None:
+      lengths = full_lengths(x)
+
+    params = {
+        'input_kernel': self.param(
+            'input_kernel', nn.initializers.lecun_normal(),
+            (x.shape[-1], g_dim), jnp.float32),
+        'recurrent_kernel': self.param(
+            'recurrent_kernel', nn.initializers.orthogonal(),
+            (h_dim, g_dim), jnp.float32),
+        'bias': self.param(
+            'bias',
+            _lstm_bias_init(h_dim) if self.cell == 'lstm'
+            else nn.initializers.zeros_init(),
+            (g_dim,), jnp.float32),
+    }
+    if self.cell == 'gru':
+      params['recurrent_bias'] = self.param(
+          'recurrent_bias', nn.initializers.zeros_init(), (h_dim,),
+          jnp.float32)
+    # Cast kernels once here, not at every step inside the loop; biases stay
+    # float32 because they add to the float32 accumulators.
+    params = {k: _cast_tree(v, dtype) if k.endswith('kernel') else v
+              for k, v in params.items()}
+
+    # Time-major inside, since lax.scan walks the leading axis; transposing
+    # the (B, T, F) input is cheaper than a (T, B, G*H) projection.
+    x_tm = jnp.swapaxes(x, 0, 1).astype(dtype)
+    mask = (jnp.arange(steps)[:, None] < lengths[None, :])[..., None]
+    if self.hoist_input:
+      # One big (T*B, F) x (F, G*H) projection outside the sequential loop.
+      xs = matmul(x_tm, params['input_kernel']) + params['bias']
+      project = _identity
+    else:
+      xs = x_tm
+      def project(x_t):
+        return matmul(x_t, params['input_kernel']) + params['bias']
+
+    state_fn = self.state_fn or _identity
+    cell_state_fn = self.cell_state_fn or _identity
+    if self.cell == 'lstm':
+      def cell_step(carry, xp_t):
+        return lstm_step(params, carry, xp_t, dtype, state_fn, cell_state_fn)
+    elif self.cell == 'gru':
+      def cell_step(carry, xp_t):
+        return gru_step(params, carry, xp_t, dtype, state_fn)
+    else:
+      def cell_step(carry, xp_t):
+        return rnn_step(params, carry, xp_t, dtype, state_fn)
+
+    def step(carry, inputs):
+      x_t, m_t = inputs
+      new_carry, y = cell_step(carry, project(x_t))
+      # Padded steps keep the old carry, so the final carry is the state at
+      # each sequence's true last step without a gather afterwards.
+      new_carry = jax.tree_util.tree_map(
+          lambda new, old: jnp.where(m_t, new, old), new_carry, carry)
+      return new_carry, jnp.where(m_t, y, 0.0)
+
+    carry = (self.initial_carry(batch) if initial_carry is None
+             else initial_carry)
+    carry, ys = jax.lax.scan(step, carry, (xs, mask), unroll=self.unroll)
+    return jnp.swapaxes(ys, 0, 1), carry
+
+
+class Dense(nn.Module):
+  """`matmul(x, kernel) + bias`: a dense layer whose product is `matmul`.
+
+  The task heads use it (not `flax.linen.Dense`) so that a compressed head
+  kernel runs through the same single product as the recurrent kernels.
+  Parameters: `kernel` (K, features), lecun normal; `bias` (features,), zero.
+
+  Attributes:
+    features: output width.
+    dtype: compute dtype of the product, 'float32' or 'bfloat16'.
+  """
+  features: int
+  dtype: str = 'float32'
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """Applies the layer.
+
+    Args:
+      x: (..., K) inputs.
+
+    Returns:
+      (..., features) float32 outputs.
+    """
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (x.shape[-1], self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,),
+                      jnp.float32)
+    return matmul(x.astype(self.dtype), kernel) + bias
+
+
+class RecurrentStack(nn.Module):
+  """`layers` recurrent layers of the same cell; layer i reads layer i-1.
+
+  Parameters live under `layer_{i}/` (see the table in the module docstring).
+
+  Attributes:
+    cell: 'gru', 'lstm' or 'rnn'.
+    hidden: width H of every layer.
+    layers: number of layers.
+    dtype: compute dtype, 'float32' or 'bfloat16'.
+    unroll: steps per iteration of the scan loop.
+    state_fn: applied to every layer's new hidden state at every step.
+    cell_state_fn: LSTM only: applied to every layer's new cell state.
+    hoist_input: see `RecurrentLayer`.
+  """
+  cell: str
+  hidden: int
+  layers: int = 1
+  dtype: str = 'float32'
+  unroll: int = 1
+  state_fn: StateFn | None = None
+  cell_state_fn: StateFn | None = None
+  hoist_input: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array, lengths: Array | None = None
+               ) -> tuple[list[Array], list[Carry]]:
+    """Runs the stack.
+
+    Args:
+      x: (B, T, F) inputs.
+      lengths: (B,) int32 valid steps per sequence; None means all T.
+
+    Returns:
+      `(outputs, carries)`: per layer, the (B, T, H) outputs (zero at padded
+      steps) and the final carry at each sequence's last valid step.
+    """
+    outputs, carries = [], []
+    for i in range(self.layers):
+      x, carry = RecurrentLayer(
+          cell=self.cell, hidden=self.hidden, dtype=self.dtype,
+          unroll=self.unroll, state_fn=self.state_fn,
+          cell_state_fn=self.cell_state_fn, hoist_input=self.hoist_input,
+          name=f'layer_{i}')(x, lengths)
+      outputs.append(x)
+      carries.append(carry)
+    return outputs, carries
+
+
+def final_hidden(carry: Carry) -> Array:
+  """The hidden state of a carry: the carry itself, or h of LSTM's (h, c)."""
+  return carry[0] if isinstance(carry, tuple) else carry

@@ -1,0 +1,572 @@
+r"""Trains a (compressed) recurrent model from a config; resumes where it stopped.
+
+Usage:
+  python train.py --config=configs/gru_baseline.py [--workdir=runs/gru_baseline]
+  python train.py --config=configs/gru_baseline.py:smoke --config.seed=1
+
+The work is done by `train_and_evaluate(config, workdir)`, which tests, sweeps
+and notebooks call directly. It writes to `workdir`:
+
+* `metrics.jsonl`: one JSON object per logged step (`step`, `split`, metrics).
+* `results.json`: the final flat record (see `RESULT_KEYS`).
+* `config.json`: the full config of the run.
+* `checkpoints/`: orbax checkpoints; rerunning the same command resumes from
+  the latest one and ends with exactly the parameters of an uninterrupted run,
+  because batches, rng and updates are pure functions of (seed, step).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Iterator, NamedTuple
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+import compression
+import data
+import models
+from compression.errors import InputError
+
+TASK_METRIC = {
+    'classification': 'accuracy',
+    'forecasting': 'rmse',
+    'language_model': 'bits_per_char',
+}
+
+# Keys every results.json holds (more may follow per task or method).
+RESULT_KEYS = (
+    'config', 'task', 'dense_bytes', 'compressed_bytes', 'compression_ratio',
+    'params_total', 'params_nonzero', 'train_seconds', 'steps_per_second')
+
+
+class TrainState(NamedTuple):
+  """Everything a step reads and writes; checkpointed whole."""
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  comp_state: Any
+  rng: jax.Array
+  # First step whose loss or gradients were not finite, -1 while all are.
+  # Updates are skipped from then on, so the state stays the last good one.
+  bad_step: jax.Array
+
+
+class Setup(NamedTuple):
+  """What a run is built from: data, model, compressor, optimizer."""
+  dataset: data.Dataset
+  model: Any
+  compressor: compression.Compressor
+  tx: optax.GradientTransformation
+  mesh: jax.sharding.Mesh
+
+
+# ----------------------------------------------------------------------------
+# Building blocks
+
+
+def make_optimizer(cfg: Any, steps: int) -> optax.GradientTransformation:
+  """The optax optimizer and learning-rate schedule that `cfg` describes.
+
+  Args:
+    cfg: `config.optimizer`.
+    steps: total training steps (the schedule's horizon).
+
+  Returns:
+    An optax GradientTransformation (clipping, then the optimizer).
+  """
+  if cfg.learning_rate <= 0:
+    raise InputError(
+        f'optimizer.learning_rate: must be > 0, got {cfg.learning_rate}')
+  warmup = max(0, min(int(cfg.warmup_steps), steps))
+  peak, end = cfg.learning_rate, cfg.learning_rate * cfg.end_factor
+  decay_steps = max(1, steps - warmup)
+  schedules = {
+      'constant': lambda: optax.constant_schedule(peak),
+      'cosine': lambda: optax.cosine_decay_schedule(
+          peak, decay_steps, alpha=cfg.end_factor),
+      'linear': lambda: optax.linear_schedule(peak, end, decay_steps),
+  }
+  if cfg.schedule not in schedules:
+    raise InputError(f'optimizer.schedule: unknown {cfg.schedule!r}; valid: '
+                     + ', '.join(sorted(schedules)))
+  lr = schedules[cfg.schedule]()
+  if warmup:
+    lr = optax.join_schedules(
+        [optax.linear_schedule(0.0, peak, warmup), lr], [warmup])
+  optimizers = {
+      'adam': lambda: optax.adam(lr),
+      'adamw': lambda: optax.adamw(lr, weight_decay=cfg.weight_decay),
+      'sgd': lambda: optax.sgd(lr, momentum=cfg.momentum or None),
+  }
+  if cfg.name not in optimizers:
+    raise InputError(f'optimizer.name: unknown {cfg.name!r}; valid: '
+                     + ', '.join(sorted(optimizers)))
+  parts = []
+  if cfg.grad_clip_norm:
+    parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
+  parts.append(optimizers[cfg.name]())
+  return optax.chain(*parts)
+
+
+def task_loss(task: str, out: jax.Array, batch: dict[str, jax.Array],
+              weight: jax.Array | None = None) -> tuple[jax.Array, dict]:
+  """The training loss of a task and per-example sums for metrics.
+
+  Args:
+    task: 'classification' | 'forecasting' | 'language_model'.
+    out: the model output (logits or predictions), float32.
+    batch: 'y' targets (and 'x', 'lengths').
+    weight: (B,) example weights (0 for padding rows); None means all 1.
+
+  Returns:
+    (mean loss over weighted examples, dict of weighted sums: 'loss', 'count'
+    and the task's metric numerator).
+  """
+  out = out.astype(jnp.float32)
+  y = batch['y']
+  w = jnp.ones(y.shape[0], jnp.float32) if weight is None else weight
+  if task == 'classification':
+    per = optax.softmax_cross_entropy_with_integer_labels(out, y)
+    sums = {'correct': jnp.sum(w * (jnp.argmax(out, -1) == y))}
+    count = jnp.sum(w)
+  elif task == 'forecasting':
+    sq = jnp.mean(jnp.square(out - y), axis=-1)
+    per = sq
+    sums = {'sq_err': jnp.sum(w * sq * y.shape[-1])}
+    count = jnp.sum(w)
+  elif task == 'language_model':
+    # Mean over steps within a sequence; every step of a window is real.
+    per = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, y), -1)
+    sums = {'nats': jnp.sum(w * per * y.shape[-1])}
+    count = jnp.sum(w)
+  else:
+    raise InputError(f'task: unknown {task!r}; valid: ' + ', '.join(TASK_METRIC))
+  sums['loss'] = jnp.sum(w * per)
+  sums['count'] = count
+  loss = sums['loss'] / jnp.maximum(count, 1.0)
+  return loss, sums
+
+
+def finish_metrics(task: str, sums: dict[str, float], info: dict) -> dict:
+  """Turns summed statistics into the task's reported metrics."""
+  count = max(float(sums['count']), 1.0)
+  metrics = {'loss': float(sums['loss']) / count}
+  if task == 'classification':
+    metrics['accuracy'] = float(sums['correct']) / count
+  elif task == 'forecasting':
+    horizon = int(info['horizon'])
+    # Targets are normalized; report RMSE in the series' own units.
+    mse = float(sums['sq_err']) / (count * horizon)
+    metrics['rmse'] = math.sqrt(mse) * float(info['std'])
+    metrics['naive_rmse'] = float(info['naive_rmse'])
+  else:
+    seq_len = int(info['max_len'])
+    metrics['bits_per_char'] = float(sums['nats']) / (count * seq_len) / math.log(2)
+  return metrics
+
+
+def build(config: Any) -> Setup:
+  """Validates the config and builds data, model, compressor and optimizer.
+
+  Everything that can be wrong with the input fails here, before any compile.
+  """
+  dataset = data.load(config.data)
+  model = models.make(config.model, dataset.task, dataset.info)
+  compressor = compression.make(config.compression)
+  if config.train.steps < 1:
+    raise InputError(f'train.steps: must be >= 1, got {config.train.steps}')
+  tx = make_optimizer(config.optimizer, config.train.steps)
+  n_dev = jax.device_count()
+  for field in ('batch_size', 'eval_batch_size'):
+    size = config.data[field]
+    if size < 1 or size % n_dev:
+      raise InputError(f'data.{field}: {size} must be a positive multiple of '
+                       f'the device count {n_dev}')
+  n_train = len(dataset.train['y'])
+  if config.data.batch_size > n_train:
+    raise InputError(f'data.batch_size: {config.data.batch_size} exceeds the '
+                     f'{n_train} training examples')
+  # Auto axes: XLA propagates the data sharding through gathers and scans.
+  mesh = jax.make_mesh((n_dev,), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  return Setup(dataset, model, compressor, tx, mesh)
+
+
+def init_state(config: Any, setup: Setup) -> TrainState:
+  """The step-0 state: fresh parameters, optimizer and compression state."""
+  rng = jax.random.PRNGKey(config.seed)
+  init_rng, rng = jax.random.split(rng)
+  example = jax.tree.map(lambda a: a[:2], setup.dataset.train)
+  variables = setup.model.init(init_rng, example['x'], example['lengths'])
+  params, comp_state = setup.compressor.init(variables['params'])
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params,
+      opt_state=setup.tx.init(params), comp_state=comp_state, rng=rng,
+      bad_step=jnp.full((), -1, jnp.int32))
+
+
+def make_train_step(setup: Setup):
+  """The jitted step `(state, batch) -> (state, metrics)`; state is donated."""
+  task = setup.dataset.task
+
+  def loss_fn(params, comp_state, batch):
+    dense = setup.compressor.apply(params, comp_state)
+    out = setup.model.apply({'params': dense}, batch['x'], batch['lengths'])
+    loss, _ = task_loss(task, out, batch)
+    return loss + setup.compressor.penalty(params, comp_state), loss
+
+  def step_fn(state: TrainState, batch):
+    (total, loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, state.comp_state, batch)
+    updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    params, comp_state = setup.compressor.update(
+        params, state.comp_state, grads, state.step)
+    finite = jnp.isfinite(total) & jnp.isfinite(optax.global_norm(grads))
+    ok = finite & (state.bad_step < 0)
+    keep = lambda new, old: jax.tree.map(
+        lambda n, o: jnp.where(ok, n, o), new, old)
+    new_state = TrainState(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        comp_state=keep(comp_state, state.comp_state),
+        rng=state.rng,
+        bad_step=jnp.where((state.bad_step < 0) & ~finite, state.step,
+                           state.bad_step))
+    return new_state, {'loss': loss, 'grad_norm': optax.global_norm(grads),
+                       'param_norm': optax.global_norm(params)}
+
+  return jax.jit(step_fn, donate_argnums=0)
+
+
+def make_eval_fn(setup: Setup):
+  """A jitted function `(dense_params, batch) -> dict of weighted sums`."""
+  task = setup.dataset.task
+
+  @jax.jit
+  def eval_fn(dense, batch):
+    out = setup.model.apply({'params': dense}, batch['x'], batch['lengths'])
+    return task_loss(task, out, batch, batch['weight'])[1]
+
+  return eval_fn
+
+
+def evaluate_params(setup: Setup, eval_fn, dense: Any, split: dict,
+                    batch_size: int) -> dict:
+  """The task's metrics of dense parameters over a whole split."""
+  sharding = jax.sharding.NamedSharding(setup.mesh, jax.P('data'))
+  totals: dict[str, float] = {}
+  for batch in data.eval_batches(split, batch_size):
+    sums = eval_fn(dense, jax.device_put(batch, sharding))
+    for k, v in sums.items():
+      totals[k] = totals.get(k, 0.0) + float(v)
+  return finish_metrics(setup.dataset.task, totals, setup.dataset.info)
+
+
+def params_digest(dense: Any) -> str:
+  """SHA-256 over every leaf's bytes in tree order: equal iff bit-identical."""
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(dense):
+    h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+  return h.hexdigest()
+
+
+def size_report(dense: Any) -> dict:
+  """Parameter counts and the float32 size of the dense model."""
+  leaves = jax.tree.leaves(dense)
+  total = int(sum(np.size(x) for x in leaves))
+  nonzero = int(sum(int(np.count_nonzero(np.asarray(x))) for x in leaves))
+  return {'params_total': total, 'params_nonzero': nonzero,
+          'dense_bytes': 4 * total}
+
+
+# ----------------------------------------------------------------------------
+# Files of a run
+
+
+class MetricsWriter:
+  """Appends rows to metrics.jsonl; on resume, drops rows past the restart."""
+
+  def __init__(self, path: str, resume_step: int):
+    self._path = path
+    if os.path.exists(path):
+      kept = []
+      with open(path) as f:
+        for line in f:
+          try:
+            row = json.loads(line)
+          except json.JSONDecodeError:
+            continue  # A line cut short by a kill.
+          if row.get('step', 0) <= resume_step:
+            kept.append(line if line.endswith('\n') else line + '\n')
+      tmp = path + '.tmp'
+      with open(tmp, 'w') as f:
+        f.writelines(kept)
+      os.replace(tmp, path)
+    self._file = open(path, 'a')
+
+  def write(self, step: int, split: str, metrics: dict) -> None:
+    row = {'step': int(step), 'split': split}
+    row.update({k: float(v) for k, v in metrics.items()})
+    self._file.write(json.dumps(row) + '\n')
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()
+
+
+def write_json(path: str, obj: dict) -> None:
+  """Writes JSON atomically (temp file + rename), so a kill never truncates."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=1, sort_keys=True)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def checkpoint_manager(workdir: str, config: Any,
+                       read_only: bool = False) -> ocp.CheckpointManager:
+  """The orbax CheckpointManager of a workdir (synchronous saves)."""
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max(1, config.train.keep_checkpoints),
+      enable_async_checkpointing=False, create=not read_only,
+      read_only=read_only)
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options)
+
+
+def restore_latest(mngr: ocp.CheckpointManager, target: TrainState,
+                   workdir: str) -> TrainState | None:
+  """The latest checkpoint restored into `target`'s structure, or None."""
+  step = mngr.latest_step()
+  if step is None:
+    return None
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  try:
+    restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+  except Exception as e:  # Orbax raises many types for a damaged directory.
+    raise InputError(
+        f'checkpoint {workdir}/checkpoints/{step}: cannot be restored '
+        f'({type(e).__name__}: {str(e).splitlines()[0][:200]}); it does not '
+        'fit this config or is damaged (nothing was deleted)') from None
+  return TrainState(*restored) if not isinstance(restored, TrainState) else restored
+
+
+def config_label(config: Any) -> str:
+  """'recipe.py:arg --config.x=y' for results.json."""
+  label = f'{config.name}.py' + (f':{config.arg}' if config.arg else '')
+  return (label + ' ' + config.overrides).strip()
+
+
+# ----------------------------------------------------------------------------
+# The run
+
+
+def train_and_evaluate(config: Any, workdir: str) -> dict:
+  """Trains, evaluates and writes the run's files; resumes from checkpoints.
+
+  Args:
+    config: a ConfigDict from a recipe in configs/.
+    workdir: the run directory (created if missing).
+
+  Returns:
+    The results dict also written to `workdir/results.json`.
+  """
+  setup = build(config)
+  os.makedirs(workdir, exist_ok=True)
+  task, info = setup.dataset.task, setup.dataset.info
+  metric = TASK_METRIC[task]
+  steps = int(config.train.steps)
+
+  state = init_state(config, setup)
+  mngr = checkpoint_manager(workdir, config)
+  restored = restore_latest(mngr, state, workdir)
+  if restored is not None:
+    state = restored
+    log('resumed from checkpoint at step %d', int(state.step))
+  start_step = int(state.step)
+  replicated = jax.sharding.NamedSharding(setup.mesh, jax.P())
+  batch_sharding = jax.sharding.NamedSharding(setup.mesh, jax.P('data'))
+  state = jax.device_put(state, replicated)
+
+  write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  writer = MetricsWriter(os.path.join(workdir, 'metrics.jsonl'), start_step)
+  prior_seconds = _read_progress(workdir, start_step)
+  train_step = make_train_step(setup)
+  eval_fn = make_eval_fn(setup)
+
+  def dense_of(s):
+    return setup.compressor.apply(s.params, s.comp_state)
+
+  def check_finite(s):
+    bad = int(s.bad_step)
+    if bad >= 0:
+      writer.close()
+      last = mngr.latest_step()
+      raise FloatingPointError(
+          f'loss or gradient became NaN/inf at step {bad}; stopped. The last '
+          f'good checkpoint (step {last}) is kept in {workdir}/checkpoints')
+
+  def save(s):
+    check_finite(s)
+    mngr.save(int(s.step), args=ocp.args.StandardSave(s), force=True)
+    _write_progress(workdir, int(s.step), prior_seconds + run_seconds())
+
+  t_start = time.perf_counter()
+  run_seconds = lambda: time.perf_counter() - t_start
+  t_window, steps_window = time.perf_counter(), 0
+  compile_seconds = None
+  rate = float('nan')
+  for step in range(start_step, steps):
+    batch = data.train_batch(setup.dataset.train, config.data.batch_size,
+                             config.seed, step)
+    state, m = train_step(state, jax.device_put(batch, batch_sharding))
+    if compile_seconds is None:
+      jax.block_until_ready(state.step)
+      compile_seconds = run_seconds()
+      t_window, steps_window = time.perf_counter(), 0
+    else:
+      steps_window += 1
+    done = step + 1
+    if done % config.train.log_every == 0 or done == steps:
+      m = jax.device_get(m)
+      check_finite(state)
+      if steps_window:
+        rate = steps_window / (time.perf_counter() - t_window)
+      eta = (steps - done) / rate if rate == rate and rate > 0 else float('nan')
+      log('step %d/%d  loss %.4f  |g| %.3f  %.1f steps/s  %s left',
+                   done, steps, float(m['loss']), float(m['grad_norm']), rate,
+                   _fmt_seconds(eta))
+      writer.write(done, 'train', {**m, 'steps_per_second': rate})
+    if config.train.eval_every and done % config.train.eval_every == 0 and done < steps:
+      check_finite(state)
+      ev = evaluate_params(setup, eval_fn, dense_of(state), setup.dataset.test,
+                           config.data.eval_batch_size)
+      log('step %d  test %s %.4f', done, metric, ev[metric])
+      writer.write(done, 'test', ev)
+    if done % config.train.checkpoint_every == 0 or done == steps:
+      save(state)
+  if start_step >= steps:
+    check_finite(state)
+  mngr.wait_until_finished()
+  train_seconds = prior_seconds + run_seconds()
+
+  dense = jax.device_get(dense_of(state))
+  ev = evaluate_params(setup, eval_fn, dense, setup.dataset.test,
+                       config.data.eval_batch_size)
+  writer.write(steps, 'test', ev)
+  writer.close()
+  sizes = size_report(dense)
+  trained = steps - start_step
+  results = {
+      'config': config_label(config),
+      'task': task,
+      'dataset': setup.dataset.name,
+      f'test_{metric}': ev[metric],
+      'test_loss': ev['loss'],
+      **sizes,
+      # No artifact is written yet: the model is stored as dense float32.
+      'compressed_bytes': sizes['dense_bytes'],
+      'compression_ratio': 1.0,
+      'train_seconds': train_seconds,
+      'steps': steps,
+      'steps_per_second': rate if trained > 1 else float('nan'),
+      'compile_seconds': compile_seconds if compile_seconds is not None else float('nan'),
+      'resumed_from_step': start_step,
+      'params_sha256': params_digest(state.params),
+  }
+  if task == 'forecasting':
+    results['naive_rmse'] = ev['naive_rmse']
+  write_json(os.path.join(workdir, 'results.json'), _json_safe(results))
+  log('test %s %.4f  (%d params, %.1f s)', metric, ev[metric],
+               sizes['params_total'], train_seconds)
+  return results
+
+
+def log(fmt: str, *args: Any) -> None:
+  """One progress line on stdout (absl's INFO is left to the libraries)."""
+  print(time.strftime('%H:%M:%S ') + (fmt % args if args else fmt), flush=True)
+
+
+def _json_safe(d: dict) -> dict:
+  """NaN is not JSON: write it as null."""
+  return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+          for k, v in d.items()}
+
+
+def _write_progress(workdir: str, step: int, seconds: float) -> None:
+  write_json(os.path.join(workdir, 'progress.json'),
+             {'step': step, 'train_seconds': seconds})
+
+
+def _read_progress(workdir: str, step: int) -> float:
+  """Training seconds spent before a resume (0 for a fresh run)."""
+  try:
+    with open(os.path.join(workdir, 'progress.json')) as f:
+      p = json.load(f)
+    return float(p['train_seconds']) if int(p['step']) == step and step else 0.0
+  except (OSError, ValueError, KeyError):
+    return 0.0
+
+
+def _fmt_seconds(s: float) -> str:
+  if not math.isfinite(s):
+    return '?'
+  return f'{s:.0f}s' if s < 120 else f'{s / 60:.1f}min'
+
+
+# ----------------------------------------------------------------------------
+# Command line
+
+CONFIG_FLAG = config_flags.DEFINE_config_file(
+    'config', None, 'Recipe file, e.g. configs/gru_baseline.py:smoke.',
+    lock_config=True)
+WORKDIR_FLAG = flags.DEFINE_string(
+    'workdir', None, 'Run directory; default runs/<config name>.')
+
+
+def config_from_flags() -> Any:
+  """The --config ConfigDict with its --config.* overrides recorded."""
+  config = CONFIG_FLAG.value
+  overrides = [a for a in sys.argv[1:] if a.startswith('--config.')]
+  with config.unlocked():
+    config.overrides = ' '.join(overrides)
+  return config
+
+
+def run_cli(fn) -> None:
+  """Runs `fn()`; bad input and NaN stops become one line and exit code 2."""
+  try:
+    fn()
+  except (InputError, FloatingPointError, FileNotFoundError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError('Too many command-line arguments.')
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
+  config = config_from_flags()
+  workdir = WORKDIR_FLAG.value or os.path.join('runs', config.name or 'run')
+  run_cli(functools.partial(train_and_evaluate, config, workdir))
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)
