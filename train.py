@@ -185,10 +185,15 @@ def build(config: Any) -> Setup:
   Everything that can be wrong with the input fails here, before any compile.
   """
   dataset = data.load(config.data)
-  model = models.make(config.model, dataset.task, dataset.info)
+  state_fn, cell_state_fn = compression.model_hooks(config.compression)
+  model = models.make(config.model, dataset.task, dataset.info,
+                      state_fn=state_fn, cell_state_fn=cell_state_fn)
   compressor = compression.make(config.compression)
-  if config.train.steps < 1:
-    raise InputError(f'train.steps: must be >= 1, got {config.train.steps}')
+  if config.train.steps < 0:
+    raise InputError(f'train.steps: must be >= 0, got {config.train.steps}')
+  if config.init_from and not os.path.isdir(
+      os.path.join(config.init_from, 'checkpoints')):
+    raise InputError(f'init_from: {config.init_from!r} holds no checkpoints/')
   tx = make_optimizer(config.optimizer, config.train.steps)
   n_dev = jax.device_count()
   for field in ('batch_size', 'eval_batch_size'):
@@ -211,12 +216,70 @@ def init_state(config: Any, setup: Setup) -> TrainState:
   rng = jax.random.PRNGKey(config.seed)
   init_rng, rng = jax.random.split(rng)
   example = jax.tree.map(lambda a: a[:2], setup.dataset.train)
-  variables = setup.model.init(init_rng, example['x'], example['lengths'])
-  params, comp_state = setup.compressor.init(variables['params'])
+  params = setup.model.init(init_rng, example['x'], example['lengths'])['params']
+  if config.init_from:
+    params = restore_params(config.init_from, params)
+  params, comp_state = setup.compressor.init(params)
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params,
       opt_state=setup.tx.init(params), comp_state=comp_state, rng=rng,
       bad_step=jnp.full((), -1, jnp.int32))
+
+
+def restore_params(workdir: str, target: Any) -> Any:
+  """The dense float parameters of `workdir`'s latest checkpoint.
+
+  Only the parameters are read, so the source run may have used another
+  optimizer; their structure and shapes must match `target`.
+  """
+  mngr = ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), 'checkpoints'),
+      options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+  step = mngr.latest_step()
+  if step is None:
+    raise InputError(f'init_from: {workdir!r} holds no checkpoint')
+  try:
+    tree = mngr.restore(step, args=ocp.args.StandardRestore())
+    # TrainState is saved as a NamedTuple of fields: params is field 1.
+    params = tree['params'] if isinstance(tree, dict) else tree[1]
+  except Exception as e:  # Orbax raises many types for a damaged directory.
+    raise InputError(f'init_from: checkpoint {workdir}/checkpoints/{step} '
+                     f'cannot be read ({type(e).__name__})') from None
+  want = jax.tree_util.tree_flatten_with_path(target)[0]
+  got = dict((compression.core.path_str(p), v) for p, v in
+             jax.tree_util.tree_flatten_with_path(params)[0])
+  for p, leaf in want:
+    name = compression.core.path_str(p)
+    if name not in got or np.shape(got[name]) != np.shape(leaf):
+      raise InputError(
+          f'init_from: {workdir} parameter {name} has shape '
+          f'{np.shape(got.get(name)) if name in got else "(missing)"}, this '
+          f'config needs {np.shape(leaf)}; the model configs differ')
+  return jax.tree_util.tree_map_with_path(
+      lambda p, leaf: jnp.asarray(got[compression.core.path_str(p)], leaf.dtype),
+      target)
+
+
+def calibrate(config: Any, setup: Setup, state: TrainState) -> TrainState:
+  """Runs the compressor's `calibrate` on the first N training batches."""
+  n = int(config.compression.calibration_batches)
+  if n <= 0:
+    return state
+  task = setup.dataset.task
+  batches = [data.train_batch(setup.dataset.train, config.data.batch_size,
+                              config.seed, i) for i in range(n)]
+
+  @jax.jit
+  def batch_loss(dense, batch):
+    out = setup.model.apply({'params': dense}, batch['x'], batch['lengths'])
+    return task_loss(task, out, batch)[0]
+
+  def loss_fn(dense):
+    return sum(float(batch_loss(dense, b)) for b in batches) / n
+
+  comp_state = setup.compressor.calibrate(state.params, state.comp_state,
+                                          loss_fn)
+  return state._replace(comp_state=comp_state)
 
 
 def make_train_step(setup: Setup):
@@ -399,6 +462,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
   if restored is not None:
     state = restored
     log('resumed from checkpoint at step %d', int(state.step))
+  else:
+    state = calibrate(config, setup, state)
   start_step = int(state.step)
   replicated = jax.sharding.NamedSharding(setup.mesh, jax.P())
   batch_sharding = jax.sharding.NamedSharding(setup.mesh, jax.P('data'))
@@ -461,8 +526,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
       writer.write(done, 'test', ev)
     if done % config.train.checkpoint_every == 0 or done == steps:
       save(state)
-  if start_step >= steps:
-    check_finite(state)
+  if mngr.latest_step() != steps:  # E.g. post-training compression: 0 steps.
+    save(state)
   mngr.wait_until_finished()
   train_seconds = prior_seconds + run_seconds()
 

@@ -19,6 +19,24 @@ def method_names(cfg: Any) -> list[str]:
   return [m.strip() for m in str(cfg.methods).split(',') if m.strip()]
 
 
+def model_hooks(cfg: Any) -> tuple[Any, Any]:
+  """The in-model options `cfg` switches on: (state_fn, cell_state_fn).
+
+  Quantizing the recurrent state acts at every step inside the scan, so it is
+  an option of the model rather than a transform of its weights.
+
+  Args:
+    cfg: the `config.compression` section; `cfg.hidden_state.bits` = 0 is off.
+
+  Returns:
+    Functions applied to each new hidden state and LSTM cell state (None: off).
+  """
+  if not cfg.hidden_state.bits:
+    return None, None
+  from compression import quantization  # pylint: disable=g-import-not-at-top
+  return quantization.state_quantizers(cfg.hidden_state)
+
+
 def make(cfg: Any) -> Compressor:
   """Builds the chained Compressor that `cfg.methods` names.
 

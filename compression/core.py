@@ -13,7 +13,13 @@ spirit of `optax.GradientTransformation`.
   (gradual pruning, mask recomputation) inside the jitted train step.
 * `penalty(params, state) -> scalar` is an extra loss term (L1, group lasso);
   zero for most methods.
-* `export(params, state) -> tree` gives the encoded leaves the artifact stores.
+* `export(params, state) -> dict` gives the encoded leaves the artifact
+  stores, keyed by parameter path.
+* `calibrate(params, state, loss_fn) -> state` (optional) tunes the state
+  without training, e.g. post-training quantization choosing clipping ranges.
+  `params` is the tree the method's `apply` receives; `loss_fn(out)` maps the
+  method's `apply` output to the mean loss over the calibration batches
+  (`config.compression.calibration_batches`), through the rest of the chain.
 
 Parameters are selected by a regex over '/'-joined paths such as
 `layer_0/recurrent_kernel`; `select` reports a regex that matches nothing as
@@ -41,6 +47,8 @@ class Compressor(NamedTuple):
   update: Callable[[Params, State, Params, jax.Array], tuple[Params, State]]
   penalty: Callable[[Params, State], jax.Array]
   export: Callable[[Params, State], Any]
+  calibrate: Callable[[Params, State, Callable[[Params], jax.Array]], State] = (
+      lambda params, state, loss_fn: state)
 
 
 def identity() -> Compressor:
@@ -97,7 +105,31 @@ def chain(*methods: Compressor) -> Compressor:
   def export(params, state):
     return tuple(m.export(params, s) for m, s in zip(methods, state))
 
-  return Compressor(init, apply, update, penalty, export)
+  def calibrate(params, state, loss_fn):
+    # Each method calibrates with the later methods' state fixed; the loss it
+    # sees is that of the whole chain.
+    state = list(state)
+    for i, m in enumerate(methods):
+
+      def chained_loss(dense_of_method, i=i):
+        # `dense_of_method` is method i's output; unwind the earlier methods.
+        out = dense_of_method
+        for j in reversed(range(i)):
+          out = methods[j].apply(out, state[j])
+        return loss_fn(out)
+
+      state[i] = m.calibrate(_after(methods, state, i, params), state[i],
+                             chained_loss)
+    return tuple(state)
+
+  return Compressor(init, apply, update, penalty, export, calibrate)
+
+
+def _after(methods, state, i, params):
+  """The tree method i receives in `apply`: params unwound by methods > i."""
+  for j in reversed(range(i + 1, len(methods))):
+    params = methods[j].apply(params, state[j])
+  return params
 
 
 def path_str(path: tuple[Any, ...]) -> str:

@@ -84,6 +84,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.arg = ''  # The `:key=value` string the recipe was built from.
   c.overrides = ''  # Filled by train.py: the --config.* flags of the run.
   c.seed = 0  # Seeds parameter init, dropout-free rng stream and batch order.
+  # A workdir whose latest checkpoint's parameters start this run (fine-tuning
+  # or post-training compression of a trained float model); '' = from scratch.
+  c.init_from = ''
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'japanese_vowels'  # A name in data.DATASETS.
@@ -119,6 +122,13 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.compression = ml_collections.ConfigDict()
   c.compression.methods = ''  # Comma-separated names from compression.METHODS.
+  # Training batches whose mean loss `calibrate` minimizes before training
+  # (post-training quantization); 0 = no calibration.
+  c.compression.calibration_batches = 0
+  c.compression.hidden_state = ml_collections.ConfigDict()
+  c.compression.hidden_state.bits = 0  # Quantize h_t inside the scan; 0 = off.
+  c.compression.hidden_state.cell_bits = 0  # LSTM cell state c_t; 0 = off.
+  c.compression.hidden_state.cell_clip = 4.0  # c_t grid covers [-clip, clip].
   return c
 
 

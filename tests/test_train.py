@@ -177,3 +177,18 @@ def test_cli_prints_one_error_line(tmp_path):
       env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert out.returncode == 2
   assert out.stderr.strip().splitlines()[-1].startswith('error: model.cell')
+
+
+def test_init_from_a_trained_run_with_zero_steps(tmp_path):
+  source = _small_config()
+  trained = train.train_and_evaluate(source, str(tmp_path / 'float'))
+  config = _small_config()
+  config.init_from = str(tmp_path / 'float')
+  config.train.steps = 0
+  again = train.train_and_evaluate(config, str(tmp_path / 'copy'))
+  assert again['test_accuracy'] == trained['test_accuracy']
+  assert again['params_sha256'] == trained['params_sha256']
+  # A source whose shapes do not fit is one clear line.
+  config.model.hidden = 9
+  with pytest.raises(InputError, match=r'init_from: .* parameter .* has shape'):
+    train.train_and_evaluate(config, str(tmp_path / 'bad'))
