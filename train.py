@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -191,8 +192,8 @@ def build(config: Any) -> Setup:
   compressor = compression.make(config.compression)
   if config.train.steps < 0:
     raise InputError(f'train.steps: must be >= 0, got {config.train.steps}')
-  if config.init_from and not os.path.isdir(
-      os.path.join(config.init_from, 'checkpoints')):
+  if (config.init_from and not config.init_config and not os.path.isdir(
+      os.path.join(config.init_from, 'checkpoints'))):
     raise InputError(f'init_from: {config.init_from!r} holds no checkpoints/')
   tx = make_optimizer(config.optimizer, config.train.steps)
   n_dev = jax.device_count()
@@ -440,6 +441,40 @@ def config_label(config: Any) -> str:
 # The run
 
 
+def load_recipe(spec: str, field: str) -> Any:
+  """The ConfigDict of a recipe named 'gru_baseline' or 'gru_baseline.py:arg'."""
+  name, _, arg = spec.partition(':')
+  name = os.path.splitext(os.path.basename(name))[0]
+  try:
+    module = importlib.import_module(f'configs.{name}')
+  except ModuleNotFoundError:
+    valid = sorted(os.path.splitext(f)[0] for f in os.listdir(
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs'))
+                   if f.endswith('.py') and not f.startswith(('_', 'common')))
+    raise InputError(f'{field}: unknown recipe {name!r}; valid: '
+                     + ', '.join(valid)) from None
+  return module.get_config(arg or None)
+
+
+def prepare_init(config: Any, workdir: str) -> Any:
+  """Trains the `init_config` run first when its workdir has no checkpoint.
+
+  Returns:
+    The config with `init_from` set to the (now trained) source workdir.
+  """
+  if not config.init_config:
+    return config
+  source = config.init_from or os.path.join(workdir, 'init')
+  if not os.path.isdir(os.path.join(source, 'checkpoints')) or not os.path.exists(
+      os.path.join(source, 'results.json')):
+    log('training the initial model %s into %s', config.init_config, source)
+    train_and_evaluate(load_recipe(config.init_config, 'init_config'), source)
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.init_from = source
+  return config
+
+
 def train_and_evaluate(config: Any, workdir: str) -> dict:
   """Trains, evaluates and writes the run's files; resumes from checkpoints.
 
@@ -450,6 +485,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
   Returns:
     The results dict also written to `workdir/results.json`.
   """
+  build(config)  # Fails on bad input before anything runs or is written.
+  config = prepare_init(config, workdir)
   setup = build(config)
   os.makedirs(workdir, exist_ok=True)
   task, info = setup.dataset.task, setup.dataset.info

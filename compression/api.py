@@ -1,17 +1,33 @@
 """The METHODS registry and `make`, re-exported by the package.
 
-A method module adds its factory here: `METHODS['prune'] = pruning.make`.
+Each method module in `_METHOD_MODULES` defines a module-level dict
+`METHODS = {'name': factory}`; the registry is their union.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from typing import Any, Callable
 
 from compression.core import Compressor, chain, identity, param_paths, select
 from compression.errors import InputError
 
+_METHOD_MODULES = ('quantization', 'clustering', 'pruning', 'lowrank', 'dct')
+
+
+def _collect() -> dict[str, Callable[[Any], Compressor]]:
+  methods: dict[str, Callable[[Any], Compressor]] = {}
+  for name in _METHOD_MODULES:
+    if importlib.util.find_spec(f'compression.{name}') is None:
+      continue  # A method family this checkout does not have.
+    module = importlib.import_module(f'compression.{name}')
+    methods.update(getattr(module, 'METHODS', {}))
+  return methods
+
+
 # name -> factory(section_config) -> Compressor.
-METHODS: dict[str, Callable[[Any], Compressor]] = {}
+METHODS: dict[str, Callable[[Any], Compressor]] = _collect()
 
 
 def method_names(cfg: Any) -> list[str]:

@@ -87,6 +87,10 @@ def base_config() -> ml_collections.ConfigDict:
   # A workdir whose latest checkpoint's parameters start this run (fine-tuning
   # or post-training compression of a trained float model); '' = from scratch.
   c.init_from = ''
+  # A recipe ('gru_baseline' or 'gru_baseline.py:smoke') that train.py runs
+  # first when the init_from workdir holds no checkpoint yet; with init_from
+  # empty it trains into <workdir>/init.
+  c.init_config = ''
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'japanese_vowels'  # A name in data.DATASETS.
