@@ -38,6 +38,7 @@ import optax
 import orbax.checkpoint as ocp
 
 import compression
+from compression import distillation
 import data
 import models
 from compression.errors import InputError
@@ -64,6 +65,17 @@ class TrainState(NamedTuple):
   # First step whose loss or gradients were not finite, -1 while all are.
   # Updates are skipped from then on, so the state stays the last good one.
   bad_step: jax.Array
+  # Trainable values outside the model (the distillation projection); they
+  # are trained with the model but never exported.
+  aux: Any
+
+
+class Teacher(NamedTuple):
+  """A trained model whose outputs a student distills."""
+  model: Any
+  params: Any  # Dense parameters (the teacher's own compression applied).
+  width: int  # Hidden units of its top layer.
+  results: dict  # The teacher run's results.json.
 
 
 class Setup(NamedTuple):
@@ -73,6 +85,7 @@ class Setup(NamedTuple):
   compressor: compression.Compressor
   tx: optax.GradientTransformation
   mesh: jax.sharding.Mesh
+  teacher: Teacher | None = None
 
 
 # ----------------------------------------------------------------------------
@@ -212,6 +225,21 @@ def build(config: Any) -> Setup:
   return Setup(dataset, model, compressor, tx, mesh)
 
 
+def check(config: Any) -> None:
+  """Every input check, before anything trains or is written.
+
+  Builds the setup and runs the compressor's `init` on freshly initialized
+  parameters (cheap, uncompiled), so a rank larger than a matrix or a block
+  that does not divide a kernel is reported even when a source model would
+  otherwise be trained first.
+  """
+  setup = build(config)
+  example = jax.tree.map(lambda a: a[:2], setup.dataset.train)
+  params = setup.model.init(jax.random.PRNGKey(0), example['x'],
+                            example['lengths'])['params']
+  setup.compressor.init(params)
+
+
 def init_state(config: Any, setup: Setup) -> TrainState:
   """The step-0 state: fresh parameters, optimizer and compression state."""
   rng = jax.random.PRNGKey(config.seed)
@@ -221,10 +249,16 @@ def init_state(config: Any, setup: Setup) -> TrainState:
   if config.init_from:
     params = restore_params(config.init_from, params)
   params, comp_state = setup.compressor.init(params)
+  aux = {}
+  if setup.teacher is not None and config.distill.feature_weight:
+    aux['projection'] = distillation.init_projection(
+        jax.random.fold_in(init_rng, 1), config.model.hidden,
+        setup.teacher.width)
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params,
-      opt_state=setup.tx.init(params), comp_state=comp_state, rng=rng,
-      bad_step=jnp.full((), -1, jnp.int32))
+      opt_state=setup.tx.init({'model': params, 'aux': aux}),
+      comp_state=comp_state, rng=rng, bad_step=jnp.full((), -1, jnp.int32),
+      aux=aux)
 
 
 def restore_params(workdir: str, target: Any) -> Any:
@@ -283,23 +317,48 @@ def calibrate(config: Any, setup: Setup, state: TrainState) -> TrainState:
   return state._replace(comp_state=comp_state)
 
 
-def make_train_step(setup: Setup):
-  """The jitted step `(state, batch) -> (state, metrics)`; state is donated."""
+def make_train_step(setup: Setup, config: Any):
+  """The jitted step `(state, batch, teacher_params) -> (state, metrics)`.
+
+  The state is donated. The teacher (if any) runs inside the same step on the
+  same batch, under stop_gradient; its parameters are an argument rather than
+  a closure so they are not baked into the compiled program as constants.
+  """
   task = setup.dataset.task
+  teacher = setup.teacher
+  dcfg = config.distill
+  need_inter = teacher is not None and bool(
+      dcfg.feature_weight or dcfg.attention_weight)
 
-  def loss_fn(params, comp_state, batch):
+  def forward(model, params, batch):
+    if need_inter:
+      out, variables = model.apply({'params': params}, batch['x'],
+                                   batch['lengths'], mutable=['intermediates'])
+      return out, variables['intermediates']
+    return model.apply({'params': params}, batch['x'], batch['lengths']), None
+
+  def loss_fn(trainable, comp_state, batch, teacher_params):
+    params, aux = trainable['model'], trainable['aux']
     dense = setup.compressor.apply(params, comp_state)
-    out = setup.model.apply({'params': dense}, batch['x'], batch['lengths'])
+    out, inter = forward(setup.model, dense, batch)
     loss, _ = task_loss(task, out, batch)
-    return loss + setup.compressor.penalty(params, comp_state), loss
+    objective = loss
+    if teacher is not None:
+      t_out, t_inter = forward(teacher.model, teacher_params, batch)
+      t_out = jax.lax.stop_gradient(t_out)
+      t_inter = jax.lax.stop_gradient(t_inter)
+      objective = distillation.distillation_loss(
+          task, dcfg, batch, out, t_out, inter, t_inter, aux.get('projection'))
+    return objective + setup.compressor.penalty(params, comp_state), loss
 
-  def step_fn(state: TrainState, batch):
+  def step_fn(state: TrainState, batch, teacher_params):
+    trainable = {'model': state.params, 'aux': state.aux}
     (total, loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, state.comp_state, batch)
-    updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+        trainable, state.comp_state, batch, teacher_params)
+    updates, opt_state = setup.tx.update(grads, state.opt_state, trainable)
+    trainable = optax.apply_updates(trainable, updates)
     params, comp_state = setup.compressor.update(
-        params, state.comp_state, grads, state.step)
+        trainable['model'], state.comp_state, grads['model'], state.step)
     finite = jnp.isfinite(total) & jnp.isfinite(optax.global_norm(grads))
     ok = finite & (state.bad_step < 0)
     keep = lambda new, old: jax.tree.map(
@@ -311,8 +370,10 @@ def make_train_step(setup: Setup):
         comp_state=keep(comp_state, state.comp_state),
         rng=state.rng,
         bad_step=jnp.where((state.bad_step < 0) & ~finite, state.step,
-                           state.bad_step))
-    return new_state, {'loss': loss, 'grad_norm': optax.global_norm(grads),
+                           state.bad_step),
+        aux=keep(trainable['aux'], state.aux))
+    return new_state, {'loss': loss, 'objective': total,
+                       'grad_norm': optax.global_norm(grads),
                        'param_norm': optax.global_norm(params)}
 
   return jax.jit(step_fn, donate_argnums=0)
@@ -475,6 +536,42 @@ def prepare_init(config: Any, workdir: str) -> Any:
   return config
 
 
+def prepare_teacher(config: Any, student: Setup, workdir: str
+                    ) -> Teacher | None:
+  """Loads the teacher, training it first when its workdir has no checkpoint."""
+  if not config.teacher.config:
+    return None
+  distillation.validate(config.distill)
+  t_config = load_recipe(config.teacher.config, 'teacher.config')
+  t_dir = config.teacher.workdir or os.path.join(workdir, 'teacher')
+  t_setup = build(t_config)
+  if t_setup.dataset.task != student.dataset.task or (
+      t_setup.dataset.info.get('num_classes') !=
+      student.dataset.info.get('num_classes')):
+    raise InputError(f'teacher.config: {config.teacher.config} solves '
+                     f'{t_setup.dataset.name}/{t_setup.dataset.task}, the '
+                     f'student {student.dataset.name}/{student.dataset.task}')
+  if config.distill.attention_weight and not (
+      config.model.pooling == t_config.model.pooling == 'attention'):
+    raise InputError('distill.attention_weight: needs model.pooling = '
+                     "'attention' in both student and teacher")
+  if not os.path.exists(os.path.join(t_dir, 'results.json')):
+    log('training the teacher %s into %s', config.teacher.config, t_dir)
+    train_and_evaluate(t_config, t_dir)
+  target = init_state(t_config, t_setup)
+  try:
+    state = restore_latest(checkpoint_manager(t_dir, t_config, read_only=True),
+                           target, t_dir)
+  except InputError as e:
+    raise InputError(f'teacher: {e}') from None
+  if state is None:
+    raise InputError(f'teacher.workdir: {t_dir} holds no checkpoint')
+  with open(os.path.join(t_dir, 'results.json')) as f:
+    t_results = json.load(f)
+  dense = jax.device_get(t_setup.compressor.apply(state.params, state.comp_state))
+  return Teacher(t_setup.model, dense, int(t_config.model.hidden), t_results)
+
+
 def train_and_evaluate(config: Any, workdir: str) -> dict:
   """Trains, evaluates and writes the run's files; resumes from checkpoints.
 
@@ -485,9 +582,10 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
   Returns:
     The results dict also written to `workdir/results.json`.
   """
-  build(config)  # Fails on bad input before anything runs or is written.
+  check(config)  # Fails on bad input before anything runs or is written.
   config = prepare_init(config, workdir)
   setup = build(config)
+  setup = setup._replace(teacher=prepare_teacher(config, setup, workdir))
   os.makedirs(workdir, exist_ok=True)
   task, info = setup.dataset.task, setup.dataset.info
   metric = TASK_METRIC[task]
@@ -495,6 +593,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
 
   state = init_state(config, setup)
   mngr = checkpoint_manager(workdir, config)
+  _check_same_run(config, workdir, mngr.latest_step() is not None)
   restored = restore_latest(mngr, state, workdir)
   if restored is not None:
     state = restored
@@ -509,7 +608,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
   write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   writer = MetricsWriter(os.path.join(workdir, 'metrics.jsonl'), start_step)
   prior_seconds = _read_progress(workdir, start_step)
-  train_step = make_train_step(setup)
+  train_step = make_train_step(setup, config)
+  teacher_params = setup.teacher.params if setup.teacher else {}
   eval_fn = make_eval_fn(setup)
 
   def dense_of(s):
@@ -537,7 +637,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
   for step in range(start_step, steps):
     batch = data.train_batch(setup.dataset.train, config.data.batch_size,
                              config.seed, step)
-    state, m = train_step(state, jax.device_put(batch, batch_sharding))
+    state, m = train_step(state, jax.device_put(batch, batch_sharding),
+                          teacher_params)
     if compile_seconds is None:
       jax.block_until_ready(state.step)
       compile_seconds = run_seconds()
@@ -594,6 +695,19 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
   }
   if task == 'forecasting':
     results['naive_rmse'] = ev['naive_rmse']
+  results.update(compression.report(config.compression, state.comp_state,
+                                    dense, config.model))
+  if setup.teacher is not None:
+    key = f'test_{metric}'
+    results[f'teacher_{key}'] = setup.teacher.results[key]
+    results['teacher_dense_bytes'] = setup.teacher.results['dense_bytes']
+    if config.distill.scratch:
+      scratch = config.copy_and_resolve_references()
+      with scratch.unlocked():
+        scratch.teacher.config = ''
+      s_dir = os.path.join(workdir, 'scratch')
+      log('training the same student without a teacher into %s', s_dir)
+      results[f'scratch_{key}'] = train_and_evaluate(scratch, s_dir)[key]
   write_json(os.path.join(workdir, 'results.json'), _json_safe(results))
   log('test %s %.4f  (%d params, %.1f s)', metric, ev[metric],
                sizes['params_total'], train_seconds)
@@ -603,6 +717,38 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
 def log(fmt: str, *args: Any) -> None:
   """One progress line on stdout (absl's INFO is left to the libraries)."""
   print(time.strftime('%H:%M:%S ') + (fmt % args if args else fmt), flush=True)
+
+
+def _flat(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def _check_same_run(config: Any, workdir: str, resuming: bool) -> None:
+  """Refuses to resume a checkpoint that another config wrote.
+
+  Variants of one recipe (`gru_qat.py:bits=8` and `:bits=4`) have checkpoints
+  of the same structure, so resuming the wrong one would go unnoticed.
+  """
+  path = os.path.join(workdir, 'config.json')
+  if not resuming or not os.path.exists(path):
+    return
+  with open(path) as f:
+    before = _flat(json.load(f))
+  now = _flat(json.loads(json.dumps(config.to_dict())))
+  ignore = ('overrides', 'arg', 'train.log_every', 'train.eval_every')
+  for key in sorted(set(before) | set(now)):
+    if key in ignore or key.startswith('train.checkpoint'):
+      continue
+    if before.get(key) != now.get(key):
+      raise InputError(
+          f'workdir {workdir}: holds a run with {key}={before.get(key)!r}, '
+          f'this config has {now.get(key)!r}; use another --workdir')
 
 
 def _json_safe(d: dict) -> dict:

@@ -19,7 +19,7 @@ from typing import Any
 from compression.errors import InputError
 
 _PUBLIC = ('Compressor', 'METHODS', 'chain', 'identity', 'make',
-           'method_names', 'model_hooks', 'param_paths', 'select')
+           'method_names', 'model_hooks', 'param_paths', 'report', 'select')
 
 __all__ = ['InputError', *_PUBLIC]
 

@@ -16,18 +16,37 @@ from compression.errors import InputError
 _METHOD_MODULES = ('quantization', 'clustering', 'pruning', 'lowrank', 'dct')
 
 
-def _collect() -> dict[str, Callable[[Any], Compressor]]:
-  methods: dict[str, Callable[[Any], Compressor]] = {}
+def _collect() -> dict[str, Any]:
+  """Method name -> the module that defines it."""
+  modules: dict[str, Any] = {}
   for name in _METHOD_MODULES:
     if importlib.util.find_spec(f'compression.{name}') is None:
       continue  # A method family this checkout does not have.
     module = importlib.import_module(f'compression.{name}')
-    methods.update(getattr(module, 'METHODS', {}))
-  return methods
+    for method in getattr(module, 'METHODS', {}):
+      modules[method] = module
+  return modules
 
 
+_MODULES = _collect()
 # name -> factory(section_config) -> Compressor.
-METHODS: dict[str, Callable[[Any], Compressor]] = _collect()
+METHODS: dict[str, Callable[[Any], Compressor]] = {
+    name: module.METHODS[name] for name, module in _MODULES.items()}
+
+
+def report(cfg: Any, state: Any, dense_params: Any, model_cfg: Any
+           ) -> dict[str, Any]:
+  """The results.json fields the chained methods add (e.g. achieved sparsity).
+
+  A method module may define `report(section, state, dense_params,
+  model_cfg) -> dict`; methods without one add nothing.
+  """
+  out: dict[str, Any] = {}
+  for name, s in zip(method_names(cfg), state):
+    fn = getattr(_MODULES[name], 'report', None)
+    if fn is not None:
+      out.update(fn(cfg[name], s, dense_params, model_cfg))
+  return out
 
 
 def method_names(cfg: Any) -> list[str]:
@@ -47,7 +66,7 @@ def model_hooks(cfg: Any) -> tuple[Any, Any]:
   Returns:
     Functions applied to each new hidden state and LSTM cell state (None: off).
   """
-  if not cfg.hidden_state.bits:
+  if not cfg.hidden_state.bits and not cfg.hidden_state.cell_bits:
     return None, None
   from compression import quantization  # pylint: disable=g-import-not-at-top
   return quantization.state_quantizers(cfg.hidden_state)

@@ -13,6 +13,7 @@ from typing import Any
 
 import ml_collections
 
+from compression import distillation
 from compression.errors import InputError
 
 
@@ -123,6 +124,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.eval_every = 500  # Test evaluation during training; 0 = only at end.
   c.train.checkpoint_every = 500  # Orbax checkpoint period; the end always saves.
   c.train.keep_checkpoints = 2  # Checkpoints kept on disk.
+
+  # Knowledge distillation: a teacher recipe ('' = none) trained first into
+  # `workdir` (default <workdir>/teacher) when that holds no checkpoint.
+  c.teacher = ml_collections.ConfigDict()
+  c.teacher.config = ''
+  c.teacher.workdir = ''
+  c.distill = distillation.config()
 
   c.compression = ml_collections.ConfigDict()
   c.compression.methods = ''  # Comma-separated names from compression.METHODS.

@@ -60,8 +60,9 @@ of the hoisted dot (and its kernel gradient) 7x slower.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -69,8 +70,8 @@ import jax.numpy as jnp
 from compression.errors import InputError
 
 Array = jax.Array
-# A kernel as `matmul` accepts it: today a dense array; later also low-rank
-# factor pytrees or quantized kernels.
+# A kernel as `matmul` accepts it: a dense (K, N) array, or a low-rank factor
+# dict {'u': (K, r), 'v': (r, N)} multiplied through without densifying.
 Kernel = Any
 Carry = Any
 StateFn = Callable[[Array], Array]
@@ -83,12 +84,19 @@ def matmul(x: Array, w: Kernel) -> Array:
 
   Args:
     x: (..., K) activations in the compute dtype.
-    w: (K, N) kernel. Cast to `x.dtype` so a float32 parameter runs in
-      bfloat16 when the layer computes in bfloat16.
+    w: (K, N) kernel, or a low-rank factor dict `{'u': (K, r), 'v': (r, N)}`
+      (see `compression.lowrank`), multiplied through as `(x u) v` so a rank
+      r < KN / (K + N) really costs fewer flops than the dense product. Cast
+      to `x.dtype` so a float32 parameter runs in bfloat16 when the layer
+      computes in bfloat16.
 
   Returns:
     (..., N) float32 product.
   """
+  if isinstance(w, Mapping):
+    # The (..., r) intermediate goes back to the compute dtype so bfloat16
+    # layers keep running both products in bfloat16.
+    return matmul(matmul(x, w['u']).astype(x.dtype), w['v'])
   lead = x.shape[:-1]
   # A 2-D product: XLA:CPU ran the (T, B, F) x (F, N) dot, above all its
   # kernel gradient (a contraction over two axes), 7x slower than the same
@@ -96,6 +104,38 @@ def matmul(x: Array, w: Kernel) -> Array:
   y = jnp.matmul(x.reshape(-1, x.shape[-1]), w.astype(x.dtype),
                  preferred_element_type=jnp.float32)
   return y.reshape(*lead, y.shape[-1])
+
+
+def kernel_param(module: nn.Module, name: str,
+                 init: nn.initializers.Initializer,
+                 shape: tuple[int, int]) -> Kernel:
+  """`module.param(name, init, shape)`, or the factored kernel given for it.
+
+  Flax's `param` checks a provided value's leaves against the shape `init`
+  would create, so a low-rank factor dict `{'u': (K, r), 'v': (r, N)}` (see
+  `compression.lowrank`) would fail it; such a dict is returned as it is,
+  after checking that its product has the expected shape, and `matmul`
+  multiplies through it.
+
+  Args:
+    module: the module owning the parameter (inside its compact method).
+    name: the parameter name.
+    init: initializer of the dense kernel.
+    shape: (K, N), the dense kernel's shape.
+
+  Returns:
+    The (K, N) float32 kernel, or the factor dict provided in its place.
+  """
+  if module.has_variable('params', name):
+    value = module.get_variable('params', name)
+    if isinstance(value, Mapping):
+      u_shape, v_shape = jnp.shape(value['u']), jnp.shape(value['v'])
+      got = (u_shape[0], v_shape[-1])
+      if got != tuple(shape) or u_shape[1] != v_shape[0]:
+        raise flax.errors.ScopeParamShapeError(
+            name, module.scope.path_text, got, tuple(shape))
+      return value
+  return module.param(name, init, shape, jnp.float32)
 
 
 class CellSpec(NamedTuple):
@@ -265,12 +305,12 @@ class RecurrentLayer(nn.Module):
       lengths = full_lengths(x)
 
     params = {
-        'input_kernel': self.param(
-            'input_kernel', nn.initializers.lecun_normal(),
-            (x.shape[-1], g_dim), jnp.float32),
-        'recurrent_kernel': self.param(
-            'recurrent_kernel', nn.initializers.orthogonal(),
-            (h_dim, g_dim), jnp.float32),
+        'input_kernel': kernel_param(
+            self, 'input_kernel', nn.initializers.lecun_normal(),
+            (x.shape[-1], g_dim)),
+        'recurrent_kernel': kernel_param(
+            self, 'recurrent_kernel', nn.initializers.orthogonal(),
+            (h_dim, g_dim)),
         'bias': self.param(
             'bias',
             _lstm_bias_init(h_dim) if self.cell == 'lstm'
@@ -350,8 +390,8 @@ class Dense(nn.Module):
     Returns:
       (..., features) float32 outputs.
     """
-    kernel = self.param('kernel', nn.initializers.lecun_normal(),
-                        (x.shape[-1], self.features), jnp.float32)
+    kernel = kernel_param(self, 'kernel', nn.initializers.lecun_normal(),
+                          (x.shape[-1], self.features))
     bias = self.param('bias', nn.initializers.zeros_init(), (self.features,),
                       jnp.float32)
     return matmul(x.astype(self.dtype), kernel) + bias

@@ -43,7 +43,9 @@ def test_every_recipe_builds_and_has_smoke(name):
   module = __import__(f'configs.{name}', fromlist=['get_config'])
   full = module.get_config()
   smoke = module.get_config('smoke')
-  assert full.name and smoke.train.steps < full.train.steps
+  assert full.name
+  # Post-training recipes train 0 steps in both variants.
+  assert smoke.train.steps < full.train.steps or full.train.steps == 0
   assert smoke.train.steps <= 10
   # Every recipe has the shared keys, so command-line overrides always work.
   for key in ('seed', 'data', 'model', 'optimizer', 'train', 'compression'):

@@ -192,3 +192,12 @@ def test_init_from_a_trained_run_with_zero_steps(tmp_path):
   config.model.hidden = 9
   with pytest.raises(InputError, match=r'init_from: .* parameter .* has shape'):
     train.train_and_evaluate(config, str(tmp_path / 'bad'))
+
+
+def test_resuming_a_workdir_of_another_config_is_refused(tmp_path):
+  config = _small_config()
+  train.train_and_evaluate(config, str(tmp_path))
+  other = _small_config()
+  other.model.hidden = 5
+  with pytest.raises(InputError, match=r'holds a run with model.hidden=8, this config has 5'):
+    train.train_and_evaluate(other, str(tmp_path))

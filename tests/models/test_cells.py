@@ -200,3 +200,18 @@ def test_lengths_are_traced_not_static():
   run(params, _inputs(), jnp.asarray(LENGTHS))
   run(params, _inputs(1), jnp.asarray([1, 1, 1], jnp.int32))
   assert len(traces) == 1
+
+
+@pytest.mark.parametrize('dtype, atol', [(jnp.float32, 1e-5),
+                                         (jnp.bfloat16, 0.1)])
+def test_matmul_through_factor_dict(dtype, atol):
+  # (x U) V with U (4, 2), V (2, 3): the same product as x (U V).
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.standard_normal((2, 3, 4)), dtype)
+  u = jnp.asarray(rng.standard_normal((4, 2)), jnp.float32)
+  v = jnp.asarray(rng.standard_normal((2, 3)), jnp.float32)
+  got = cells.matmul(x, {'u': u, 'v': v})
+  assert got.shape == (2, 3, 3) and got.dtype == jnp.float32
+  want = np.asarray(x, np.float64) @ (np.asarray(u, np.float64) @ np.asarray(
+      v, np.float64))
+  np.testing.assert_allclose(got, want, atol=atol, rtol=0.02)

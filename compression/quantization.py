@@ -1,0 +1,732 @@
+r"""Fake quantization with straight-through gradients, PTQ calibration, and the
+quantized recurrent state.
+
+Integer grids (b = `bits`, 2..8):
+
+  =============  ===================================  ==========================
+  scheme         integer codes q                      dequantized value
+  =============  ===================================  ==========================
+  symmetric      [-(2^(b-1) - 1), 2^(b-1) - 1]        q * scale
+  asymmetric     [0, 2^b - 1], integer zero point z   (q - z) * scale
+  =============  ===================================  ==========================
+
+The symmetric grid is *restricted* (it drops -2^(b-1)), so it is symmetric
+about an exactly representable zero; 2 bits give the ternary grid {-1, 0, 1}.
+Quantization is `q = clip(round(w / scale) + z, qmin, qmax)` with round half to
+even (`jnp.round`). The asymmetric range is widened to include 0 before the
+scale is computed, so zero (a pruned weight, a padded state) is exact on every
+grid.
+
+Granularity: `per_tensor` (one scale) or `per_channel` (one scale per output
+unit: the last axis, i.e. per column of an (in, G*H) kernel, which is one
+scale per unit of each gate). 1-D parameters always get one scale.
+
+Scale (`scale` field), recomputed from the float master weights at every step
+during quantization-aware training (QAT):
+
+* `absmax`: range [-max|w|, max|w|].
+* `minmax`: range [min w, max w] (symmetric: max(|min|, |max|), i.e. absmax).
+* `percentile`: the `percentile`-th percentile of |w| (symmetric) or the
+  (100 - p, p) percentiles of w (asymmetric), clipping outliers.
+* `learned`: LSQ (Esser et al. 2020, "Learned Step Size Quantization"): the
+  step is a trainable leaf, initialised from the absmax/minmax scale of the
+  initial weights. LSQ's gradient of the step is used: (q - z) - w / scale
+  inside the clipping range and (q - z) at the clipped ends, times LSQ's
+  gradient scale 1 / sqrt(n * qmax) (n = weights sharing the step). The leaf
+  holds the *natural log* of the step (`log_step`, so the step stays positive
+  and Adam's roughly fixed-size updates change it by a relative amount, as
+  TQT, Jain et al. 2019, learns log thresholds); the chain rule adds a factor
+  `scale`. The asymmetric zero point is fixed at initialisation.
+
+Learned steps live in the parameter tree under one extra top-level key:
+`init` returns `params['_quantize'][<kernel path>]['log_step']` (for example
+`_quantize/rnn/layer_0/input_kernel/log_step`), so the optimizer trains them
+and checkpoints hold them; every other leaf is unchanged. `apply` removes the
+`'_quantize'` entry, so the model sees its own tree. Regexes ending in
+`kernel` do not match these paths.
+
+Gradients: the rounding is straight-through; the gradient of a weight is 1
+inside the clipping range [(qmin - z) * scale, (qmax - z) * scale] and 0
+outside it (see `fake_quant`).
+
+State (per quantized parameter, a nested dict mirroring its path):
+`{'clip': factor}` (the range computed by the scale method is multiplied by
+this factor; 1 except after PTQ calibration) and, for learned asymmetric
+scales, `{'zero_point': z}`.
+
+Post-training quantization (`calibrate`): tensor by tensor, pick among the
+candidate clipping factors {1 (the scale method's own range), the ratio of the
+99.99th, 99.9th and 99th percentile of |w| to its maximum, the per-channel
+factor that minimises the squared quantization error} the one whose whole-model
+loss `loss_fn` is lowest, with the factors already chosen for earlier tensors
+in place. Learned steps are not calibrated (they train).
+
+`export` gives, per quantized parameter (the encoding `decode` reads):
+
+  ============  ==============================================================
+  field         encoding
+  ============  ==============================================================
+  codes         uint8: the unsigned codes u, row-major, as a little-endian
+                bitstream of `bits` bits each (`pack_bits`); u = q for
+                asymmetric, u = q + 2^(b-1) - 1 in [0, 2^b - 2] for symmetric
+  bits          int, 2..8
+  shape         int32 array, the parameter's shape
+  scheme        str, 'symmetric' | 'asymmetric'
+  scale         float32, shape () (per tensor) or (shape[-1],) (per channel)
+  zero_point    uint8, like scale; asymmetric only (symmetric: 2^(b-1) - 1
+                implied)
+  ============  ==============================================================
+
+and `decode(entry) = (u - zero_point) * scale` in float32 is bit-identical to
+what `apply` gives for that parameter.
+
+The recurrent state: `state_quantizers(config.compression.hidden_state)`
+returns functions the layers apply to each new h_t (and LSTM c_t) inside the
+scan. h_t of all three cells lies in (-1, 1) (a tanh, a convex combination of
+tanh values, or o * tanh(c)), so its symmetric grid is fixed at scale
+1 / (2^(b-1) - 1) with no calibration; c_t uses [-cell_clip, cell_clip].
+
+Example:
+  >>> section = config(bits=4)
+  >>> comp = make(section)
+  >>> params, state = comp.init(params)
+  >>> dense = comp.apply(params, state)      # kernels on the 4-bit grid
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Iterator, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from compression.core import Compressor, path_str, select
+from compression.errors import InputError
+
+Params = Any
+State = Any
+Keys = tuple[str, ...]
+
+SCHEMES = ('asymmetric', 'symmetric')
+GRANULARITIES = ('per_channel', 'per_tensor')
+SCALE_METHODS = ('absmax', 'learned', 'minmax', 'percentile')
+LEARNED_KEY = '_quantize'
+# Percentiles of |w| tried by `calibrate`, besides absmax and the MSE optimum.
+CALIBRATION_PERCENTILES = (99.99, 99.9, 99.0)
+# Clipping factors searched for the per-channel MSE-optimal scale.
+MSE_FACTORS = tuple(np.linspace(0.2, 1.0, 33).tolist())
+
+
+# ----------------------------------------------------------------------------
+# Config
+
+
+def config(**overrides: Any) -> ml_collections.ConfigDict:
+  """The `compression.quantize` section with every key declared.
+
+  Args:
+    **overrides: values replacing the defaults (same keys).
+
+  Returns:
+    A ConfigDict of scalars and strings.
+
+  Raises:
+    InputError: an override key that is not a field.
+  """
+  c = ml_collections.ConfigDict()
+  c.bits = 8  # Bits per weight code, 2..8.
+  c.regex = '.*kernel'  # Parameters to quantize (re.fullmatch on the path).
+  c.scheme = 'symmetric'  # symmetric (zero point 0) | asymmetric.
+  c.granularity = 'per_channel'  # per_channel (per output unit) | per_tensor.
+  c.scale = 'absmax'  # absmax | minmax | percentile | learned (LSQ).
+  c.percentile = 99.9  # scale='percentile': clip at this percentile, (50, 100].
+  for k, v in overrides.items():
+    if k not in c:
+      raise InputError(f'compression.quantize.{k}: unknown field; valid: '
+                       + ', '.join(sorted(c.keys())))
+    c[k] = v
+  return c
+
+
+class Spec(NamedTuple):
+  """A validated quantize section (plain Python values)."""
+  bits: int
+  regex: str
+  symmetric: bool
+  per_channel: bool
+  scale: str
+  percentile: float
+
+
+def _field(section: Any, name: str, where: str) -> Any:
+  try:
+    return section[name]
+  except (KeyError, AttributeError):
+    raise InputError(f'{where}.{name}: missing from the config') from None
+
+
+def check_bits(value: Any, field: str, allow_off: bool = False) -> int:
+  """Validates a bit width: an int in 2..8 (or 0 = off where allowed).
+
+  Args:
+    value: the config value.
+    field: the config field named in the error.
+    allow_off: accept 0 as "off".
+
+  Returns:
+    The bit width as an int.
+
+  Raises:
+    InputError: not an integer in range.
+  """
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise InputError(f'{field}: expected an integer in 2..8, got {value!r}')
+  value = int(value)
+  if allow_off and value == 0:
+    return 0
+  if not 2 <= value <= 8:
+    off = ' (0 = off)' if allow_off else ''
+    raise InputError(f'{field}: {value} outside 2..8{off}')
+  return value
+
+
+def _choice(value: Any, valid: tuple[str, ...], field: str) -> str:
+  if value not in valid:
+    raise InputError(f'{field}: unknown {value!r}; valid: ' + ', '.join(valid))
+  return value
+
+
+def parse(section: Any, where: str = 'compression.quantize') -> Spec:
+  """Validates a quantize section; one InputError line on a bad value."""
+  bits = check_bits(_field(section, 'bits', where), f'{where}.bits')
+  regex = _field(section, 'regex', where)
+  if not isinstance(regex, str) or not regex:
+    raise InputError(f'{where}.regex: expected a non-empty regex, got {regex!r}')
+  scheme = _choice(_field(section, 'scheme', where), SCHEMES, f'{where}.scheme')
+  gran = _choice(_field(section, 'granularity', where), GRANULARITIES,
+                 f'{where}.granularity')
+  scale = _choice(_field(section, 'scale', where), SCALE_METHODS,
+                  f'{where}.scale')
+  pct = _field(section, 'percentile', where)
+  if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not (
+      50.0 < float(pct) <= 100.0):
+    raise InputError(f'{where}.percentile: {pct!r} outside (50, 100]')
+  return Spec(bits, regex, scheme == 'symmetric', gran == 'per_channel', scale,
+              float(pct))
+
+
+# ----------------------------------------------------------------------------
+# The quantizer
+
+
+def int_range(bits: int, symmetric: bool) -> tuple[int, int]:
+  """The integer code range [qmin, qmax] of a grid (see the module table).
+
+  Args:
+    bits: bit width, 2..8.
+    symmetric: the restricted symmetric grid, else the unsigned one.
+
+  Returns:
+    (qmin, qmax).
+  """
+  if symmetric:
+    top = 2 ** (bits - 1) - 1
+    return -top, top
+  return 0, 2 ** bits - 1
+
+
+def _reduce_axes(x: jax.Array, per_channel: bool) -> tuple[int, ...]:
+  """Axes reduced to one statistic per scale: all but the last, or all."""
+  if per_channel and x.ndim >= 2:
+    return tuple(range(x.ndim - 1))
+  return tuple(range(x.ndim))
+
+
+def value_range(x: jax.Array, method: str, per_channel: bool,
+                percentile: float = 99.9, symmetric: bool = True
+                ) -> tuple[jax.Array, jax.Array]:
+  """The float range [lo, hi] the grid should cover, per scale.
+
+  Args:
+    x: the tensor.
+    method: 'absmax' | 'minmax' | 'percentile' ('learned' starts from
+      'absmax' for symmetric and 'minmax' for asymmetric grids).
+    per_channel: one range per last-axis index (else one for the tensor).
+    percentile: for 'percentile'.
+    symmetric: percentiles of |x| (True) or of x at both tails.
+
+  Returns:
+    (lo, hi), each of shape () or (x.shape[-1],).
+  """
+  axes = _reduce_axes(x, per_channel)
+  if method == 'learned':
+    method = 'absmax' if symmetric else 'minmax'
+  if method == 'absmax':
+    m = jnp.max(jnp.abs(x), axis=axes)
+    return -m, m
+  if method == 'minmax':
+    return jnp.min(x, axis=axes), jnp.max(x, axis=axes)
+  if method == 'percentile':
+    if symmetric:
+      m = jnp.percentile(jnp.abs(x), percentile, axis=axes)
+      return -m, m
+    return (jnp.percentile(x, 100.0 - percentile, axis=axes),
+            jnp.percentile(x, percentile, axis=axes))
+  raise InputError(f'compression.quantize.scale: unknown {method!r}; valid: '
+                   + ', '.join(SCALE_METHODS))
+
+
+def _reciprocal(n: int) -> np.float32:
+  """1/n rounded once to float32: a constant factor jit and eager share."""
+  return np.float32(1.0 / n)
+
+
+def scale_and_zero_point(lo: jax.Array, hi: jax.Array, bits: int,
+                         symmetric: bool) -> tuple[jax.Array, jax.Array]:
+  """The step and integer zero point mapping [lo, hi] onto the grid.
+
+  Args:
+    lo, hi: the range (broadcastable arrays).
+    bits: bit width.
+    symmetric: restricted symmetric grid (zero point 0).
+
+  Returns:
+    (scale, zero_point) as float32; scale > 0 (1 where the range is empty,
+    e.g. an all-zero channel, so the codes are all zero point).
+  """
+  qmin, qmax = int_range(bits, symmetric)
+  if symmetric:
+    width = jnp.maximum(jnp.abs(lo), jnp.abs(hi))
+    scale = width * _reciprocal(qmax)
+    zero = jnp.zeros_like(scale)
+  else:
+    # Widen to include 0 so that zero is exactly representable.
+    lo, hi = jnp.minimum(lo, 0.0), jnp.maximum(hi, 0.0)
+    scale = (hi - lo) * _reciprocal(qmax - qmin)
+    safe = jnp.where(scale > 0, scale, 1.0)
+    zero = jnp.clip(jnp.round(-lo * (1.0 / safe)), qmin, qmax)
+  scale = jnp.where(scale > 0, scale, 1.0).astype(jnp.float32)
+  return scale, zero.astype(jnp.float32)
+
+
+def quantize_codes(x: jax.Array, scale: jax.Array, zero_point: jax.Array,
+                   qmin: int, qmax: int) -> jax.Array:
+  """The integer codes `clip(round(x / scale) + z, qmin, qmax)` (as float32).
+
+  Round half to even. Used by both the forward pass and `export`, so the two
+  agree bit for bit. It multiplies by the float32 reciprocal of the step
+  rather than dividing: under jit XLA turns a division by a broadcast scalar
+  into that product anyway, and op-by-op execution would not, so writing the
+  product keeps jitted and eager codes identical.
+  """
+  return jnp.clip(jnp.round(x * (1.0 / scale)) + zero_point, qmin, qmax)
+
+
+def _sum_to(t: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """Sums a broadcast product back to a scale's shape: () or (last axis,)."""
+  lead = t.ndim - len(shape)
+  return jnp.sum(t, axis=tuple(range(lead))).reshape(shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def fake_quant(x: jax.Array, scale: jax.Array, zero_point: jax.Array,
+               qmin: int, qmax: int, grad_scale: float = 1.0) -> jax.Array:
+  """Quantize-dequantize `(clip(round(x / s) + z, qmin, qmax) - z) * s`.
+
+  Gradients (straight-through estimator, LSQ for the step):
+
+  * d/dx = 1 where `qmin <= x / s + z <= qmax` (inside the clipping range),
+    0 outside.
+  * d/ds = ((q - z) - x / s) inside, (q - z) outside, times `grad_scale`,
+    summed over the elements sharing the step.
+  * d/dz = 0 (the zero point is an integer, not trained).
+
+  Args:
+    x: the tensor.
+    scale: positive step, shape () or (x.shape[-1],).
+    zero_point: integer-valued float32, shaped like `scale`.
+    qmin, qmax: the integer range (`int_range`).
+    grad_scale: multiplies the step's gradient (LSQ: 1/sqrt(n * qmax)).
+
+  Returns:
+    The dequantized tensor, on the grid `scale * (integers - z)`.
+  """
+  q = quantize_codes(x, scale, zero_point, qmin, qmax)
+  return ((q - zero_point) * scale).astype(x.dtype)
+
+
+def _fake_quant_fwd(x, scale, zero_point, qmin, qmax, grad_scale):
+  q = quantize_codes(x, scale, zero_point, qmin, qmax)
+  out = ((q - zero_point) * scale).astype(x.dtype)
+  return out, (x, scale, zero_point, q)
+
+
+def _fake_quant_bwd(qmin, qmax, grad_scale, res, g):
+  x, scale, zero_point, q = res
+  v = x * (1.0 / scale)
+  inside = (v + zero_point >= qmin) & (v + zero_point <= qmax)
+  gx = jnp.where(inside, g, 0.0).astype(x.dtype)
+  ds = (q - zero_point) - jnp.where(inside, v, 0.0)
+  gs = _sum_to(g * ds * grad_scale, jnp.shape(scale)).astype(scale.dtype)
+  return gx, gs, jnp.zeros_like(zero_point)
+
+
+fake_quant.defvjp(_fake_quant_fwd, _fake_quant_bwd)
+
+
+# ----------------------------------------------------------------------------
+# Nested-dict helpers (parameter trees are dicts of dicts)
+
+
+def _get(tree: Any, keys: Keys) -> Any:
+  for k in keys:
+    tree = tree[k]
+  return tree
+
+
+def _set(tree: Any, keys: Keys, value: Any) -> Any:
+  """A copy of `tree` with the leaf at `keys` replaced (copies the path only)."""
+  if not keys:
+    return value
+  new = dict(tree)
+  new[keys[0]] = _set(tree[keys[0]], keys[1:], value)
+  return new
+
+
+def _nest(items: list[tuple[Keys, Any]]) -> dict:
+  out: dict = {}
+  for keys, value in items:
+    node = out
+    for k in keys[:-1]:
+      node = node.setdefault(k, {})
+    node[keys[-1]] = value
+  return out
+
+
+def records(tree: Any, marker: str, prefix: Keys = ()) -> Iterator[
+    tuple[Keys, dict]]:
+  """The per-parameter records of a state tree: dicts holding `marker`.
+
+  Args:
+    tree: a nested dict whose innermost per-parameter dicts contain `marker`.
+    marker: the key that identifies a record.
+    prefix: keys above `tree`.
+
+  Yields:
+    (parameter path keys, record), in sorted key order.
+  """
+  if isinstance(tree, dict) and marker in tree:
+    yield prefix, tree
+    return
+  if isinstance(tree, dict):
+    for k in sorted(tree):
+      yield from records(tree[k], marker, prefix + (k,))
+
+
+def selected_paths(params: Params, pattern: str, field: str) -> list[Keys]:
+  """The key paths of the leaves `pattern` selects (error if none)."""
+  chosen = select(params, pattern, field=field)
+  return [tuple(path_str(p).split('/'))
+          for p, hit in jax.tree_util.tree_flatten_with_path(chosen)[0] if hit]
+
+
+# ----------------------------------------------------------------------------
+# The Compressor
+
+
+def _grid_params(spec: Spec, w: jax.Array, record: dict,
+                 log_step: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+  """(scale, zero_point) of one tensor under `spec`, its record and step."""
+  if spec.scale == 'learned':
+    scale = jnp.exp(log_step)
+    zero = record.get('zero_point', jnp.zeros_like(scale))
+    return scale, zero
+  lo, hi = value_range(jax.lax.stop_gradient(w), spec.scale, spec.per_channel,
+                       spec.percentile, spec.symmetric)
+  clip = record['clip']
+  return scale_and_zero_point(lo * clip, hi * clip, spec.bits, spec.symmetric)
+
+
+def _quantize_tree(spec: Spec, params: Params, state: State,
+                   fn: Callable[[jax.Array, jax.Array, jax.Array, jax.Array,
+                                 float], Any]) -> list[tuple[Keys, Any]]:
+  """Runs `fn(w, scale, zero, n_per_scale)` on every quantized tensor."""
+  learned = params.get(LEARNED_KEY, {}) if isinstance(params, dict) else {}
+  out = []
+  for keys, record in records(state, 'clip'):
+    w = _get(params, keys)
+    log_step = (_get(learned, keys)['log_step']
+                if spec.scale == 'learned' else None)
+    scale, zero = _grid_params(spec, w, record, log_step)
+    n = w.size // max(1, int(np.prod(jnp.shape(scale))))
+    out.append((keys, fn(w, scale, zero, n)))
+  return out
+
+
+def _strip(params: Params) -> Params:
+  if isinstance(params, dict) and LEARNED_KEY in params:
+    params = dict(params)
+    del params[LEARNED_KEY]
+  return params
+
+
+def make(section: Any) -> Compressor:
+  """The 'quantize' method: fake-quant of the kernels `section.regex` picks.
+
+  Args:
+    section: `config.compression.quantize` (see `config`).
+
+  Returns:
+    A Compressor (QAT in `apply`; PTQ via `calibrate`; codes via `export`).
+
+  Raises:
+    InputError: a bad field (when called) or a regex matching nothing (in
+      `init`).
+  """
+  spec = parse(section)
+  qmin, qmax = int_range(spec.bits, spec.symmetric)
+
+  def init(params):
+    paths = selected_paths(params, spec.regex, 'compression.quantize.regex')
+    state_items, learned_items = [], []
+    for keys in paths:
+      w = jnp.asarray(_get(params, keys))
+      if not jnp.issubdtype(w.dtype, jnp.floating):
+        raise InputError(f'compression.quantize.regex: {"/".join(keys)} is '
+                         f'not a float parameter ({w.dtype})')
+      # Shaped like the scale, so calibrated factors keep the state's shapes
+      # (checkpoints restore into the structure `init` builds).
+      lo, _ = value_range(w, 'absmax', spec.per_channel)
+      record = {'clip': jnp.ones(jnp.shape(lo), jnp.float32)}
+      if spec.scale == 'learned':
+        lo, hi = value_range(w, 'learned', spec.per_channel, spec.percentile,
+                             spec.symmetric)
+        scale, zero = scale_and_zero_point(lo, hi, spec.bits, spec.symmetric)
+        learned_items.append((keys, {'log_step': jnp.log(scale)}))
+        if not spec.symmetric:
+          record['zero_point'] = zero
+      state_items.append((keys, record))
+    if learned_items:
+      params = dict(params)
+      params[LEARNED_KEY] = _nest(learned_items)
+    return params, _nest(state_items)
+
+  def apply(params, state):
+    def quant(w, scale, zero, n):
+      g = 1.0 / math.sqrt(n * qmax) if spec.scale == 'learned' else 1.0
+      if spec.scale != 'learned':
+        scale = jax.lax.stop_gradient(scale)
+      return fake_quant(w, scale, zero, qmin, qmax, g)
+
+    out = _strip(params)
+    for keys, w in _quantize_tree(spec, params, state, quant):
+      out = _set(out, keys, w)
+    return out
+
+  def export(params, state):
+    def encode(w, scale, zero, n):
+      del n
+      q = np.asarray(quantize_codes(w, scale, zero, qmin, qmax))
+      codes = (q - qmin).astype(np.uint8)  # Unsigned: u = q - qmin.
+      entry = {
+          'codes': pack_bits(codes, spec.bits),
+          'bits': spec.bits,
+          'shape': np.asarray(np.shape(w), np.int32),
+          'scheme': 'symmetric' if spec.symmetric else 'asymmetric',
+          'scale': np.asarray(scale, np.float32),
+      }
+      if not spec.symmetric:
+        entry['zero_point'] = np.asarray(zero).astype(np.uint8)
+      return entry
+
+    return {'/'.join(keys): e
+            for keys, e in _quantize_tree(spec, params, state, encode)}
+
+  def calibrate(params, state, loss_fn):
+    if spec.scale == 'learned':
+      return state  # Learned steps train; nothing to choose here.
+    for keys, _ in list(records(state, 'clip')):
+      w = jnp.asarray(_get(params, keys))
+      best = None
+      for factor in candidate_clips(w, spec):
+        trial = _set(state, keys + ('clip',), factor)
+        loss = float(loss_fn(apply(params, trial)))
+        if best is None or loss < best[0]:
+          best = (loss, factor)
+      state = _set(state, keys + ('clip',), best[1])
+    return state
+
+  return Compressor(
+      init=init,
+      apply=apply,
+      update=lambda params, state, grads, step: (params, state),
+      penalty=lambda params, state: jnp.zeros((), jnp.float32),
+      export=export,
+      calibrate=calibrate)
+
+
+def candidate_clips(w: jax.Array, spec: Spec) -> list[jax.Array]:
+  """The clipping factors PTQ tries for one tensor (see the module docstring).
+
+  Args:
+    w: the float tensor.
+    spec: the quantize spec (bits, scheme, granularity, scale method).
+
+  Returns:
+    Factors shaped like the tensor's scale: 1 (the scale method's own range),
+    the percentile ratios, and the per-scale MSE-optimal factor.
+  """
+  qmin, qmax = int_range(spec.bits, spec.symmetric)
+  axes = _reduce_axes(w, spec.per_channel)
+  lo, hi = value_range(w, spec.scale, spec.per_channel, spec.percentile,
+                       spec.symmetric)
+  top = jnp.maximum(jnp.abs(lo), jnp.abs(hi))
+  safe_top = jnp.where(top > 0, top, 1.0)
+  out = [jnp.ones_like(top, jnp.float32)]
+  for p in CALIBRATION_PERCENTILES:
+    ratio = jnp.percentile(jnp.abs(w), p, axis=axes) / safe_top
+    out.append(jnp.clip(ratio, 1e-3, 1.0).astype(jnp.float32))
+  errors = []
+  for f in MSE_FACTORS:
+    s, z = scale_and_zero_point(lo * f, hi * f, spec.bits, spec.symmetric)
+    err = jnp.square(fake_quant(w, s, z, qmin, qmax) - w)
+    errors.append(jnp.sum(err, axis=axes))
+  best = jnp.argmin(jnp.stack(errors), axis=0)
+  out.append(jnp.asarray(MSE_FACTORS, jnp.float32)[best])
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Export encoding
+
+
+def pack_bits(codes: Any, bits: int) -> np.ndarray:
+  """Packs unsigned codes of `bits` bits each into a little-endian bitstream.
+
+  Code i occupies stream bits [i*bits, (i+1)*bits), least significant bit
+  first; stream bit j is bit (j mod 8) of byte j // 8. So 4-bit codes
+  [a, b] become the byte `a | b << 4`, and 8-bit codes are the bytes
+  themselves. The last byte is zero-padded.
+
+  Args:
+    codes: integers in [0, 2^bits), any shape (flattened row-major).
+    bits: 1..8.
+
+  Returns:
+    uint8 array of ceil(n * bits / 8) bytes.
+
+  Raises:
+    InputError: bits outside 1..8 or a code that does not fit.
+  """
+  if not 1 <= int(bits) <= 8:
+    raise InputError(f'pack_bits: bits {bits} outside 1..8')
+  codes = np.asarray(codes).reshape(-1)
+  if codes.size and (codes.min() < 0 or codes.max() >= 2 ** bits):
+    raise InputError(f'pack_bits: codes outside [0, {2 ** bits - 1}]')
+  codes = codes.astype(np.uint8)
+  if bits == 8:
+    return codes.copy()
+  stream = (codes[:, None] >> np.arange(bits, dtype=np.uint8)) & 1
+  return np.packbits(stream.reshape(-1), bitorder='little')
+
+
+def unpack_bits(packed: Any, bits: int, count: int) -> np.ndarray:
+  """Inverse of `pack_bits`: the first `count` codes, as uint8.
+
+  Args:
+    packed: the uint8 bytes.
+    bits: 1..8, as packed.
+    count: number of codes.
+
+  Returns:
+    uint8 array of shape (count,).
+
+  Raises:
+    InputError: too few bytes for `count` codes, or bits outside 1..8.
+  """
+  if not 1 <= int(bits) <= 8:
+    raise InputError(f'unpack_bits: bits {bits} outside 1..8')
+  packed = np.asarray(packed, np.uint8).reshape(-1)
+  if packed.size * 8 < count * bits:
+    raise InputError(f'unpack_bits: {packed.size} bytes hold fewer than '
+                     f'{count} codes of {bits} bits')
+  if bits == 8:
+    return packed[:count].copy()
+  stream = np.unpackbits(packed, bitorder='little', count=count * bits)
+  weights = (1 << np.arange(bits)).astype(np.uint16)
+  return (stream.reshape(count, bits).astype(np.uint16) @ weights).astype(
+      np.uint8)
+
+
+def decode(entry: dict) -> np.ndarray:
+  """The dense float32 tensor of one `export` entry (pure numpy).
+
+  Args:
+    entry: the dict `export` gives for one parameter.
+
+  Returns:
+    `(u - zero_point) * scale`, bit-identical to `apply`'s tensor.
+  """
+  bits = int(entry['bits'])
+  shape = tuple(int(d) for d in np.asarray(entry['shape']))
+  count = int(np.prod(shape, dtype=np.int64))
+  u = unpack_bits(entry['codes'], bits, count).reshape(shape)
+  if entry['scheme'] == 'symmetric':
+    zero = np.float32(2 ** (bits - 1) - 1)
+  else:
+    zero = np.asarray(entry['zero_point']).astype(np.float32)
+  scale = np.asarray(entry['scale'], np.float32)
+  return ((u.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------
+# The recurrent state
+
+
+def state_quantizers(section: Any) -> tuple[
+    Callable[[jax.Array], jax.Array] | None,
+    Callable[[jax.Array], jax.Array] | None]:
+  """Fake-quant functions for h_t and the LSTM c_t (straight-through).
+
+  Args:
+    section: `config.compression.hidden_state` with `bits` (h_t, 0 = off),
+      `cell_bits` (c_t, 0 = off) and `cell_clip` (> 0).
+
+  Returns:
+    (state_fn, cell_state_fn), each None when off. h_t maps onto the
+    symmetric grid of step 1 / (2^(b-1) - 1) over [-1, 1]; c_t onto the one
+    of step cell_clip / (2^(b-1) - 1) over [-cell_clip, cell_clip], with zero
+    gradient where c_t is clipped.
+
+  Raises:
+    InputError: bits outside 2..8 (and not 0), or cell_clip <= 0.
+  """
+  where = 'compression.hidden_state'
+  bits = check_bits(_field(section, 'bits', where), f'{where}.bits', True)
+  cell_bits = check_bits(_field(section, 'cell_bits', where),
+                         f'{where}.cell_bits', True)
+  clip = _field(section, 'cell_clip', where)
+  if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not (
+      math.isfinite(clip) and clip > 0):
+    raise InputError(f'{where}.cell_clip: must be a finite float > 0, '
+                     f'got {clip!r}')
+
+  def grid_fn(b: int, width: float) -> Callable[[jax.Array], jax.Array]:
+    qmin, qmax = int_range(b, True)
+    scale = np.float32(width / qmax)
+
+    def fn(h: jax.Array) -> jax.Array:
+      return fake_quant(h, jnp.asarray(scale, h.dtype),
+                        jnp.zeros((), h.dtype), qmin, qmax, 1.0)
+    return fn
+
+  state_fn = grid_fn(bits, 1.0) if bits else None
+  cell_fn = grid_fn(cell_bits, float(clip)) if cell_bits else None
+  return state_fn, cell_fn
+
+
+METHODS = {'quantize': make}

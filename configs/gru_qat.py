@@ -1,0 +1,45 @@
+"""Quantization-aware training of the GRU speaker classifier (JapaneseVowels).
+
+  python train.py --config=configs/gru_qat.py                 # 8-bit weights
+  python train.py --config=configs/gru_qat.py:bits=4 --workdir=runs/gru_qat4
+  python train.py --config=configs/gru_qat.py:smoke           # seconds
+
+Every kernel (input, recurrent, head: regex `.*kernel`) is fake-quantized with
+symmetric per-channel absmax scales while float master weights train. By
+default the run fine-tunes the float `gru_baseline` model (trained first into
+<workdir>/init when missing); `finetune=false` trains with fake-quant from
+scratch instead (see `get_config` for which was better). Give each variant its
+own --workdir: a rerun in the same workdir resumes its checkpoint.
+
+Args (`:key=value,...`): smoke; bits (2..8, default 8); hidden_bits (also
+quantize h_t, 0 = off); finetune (default true); scale (absmax | minmax |
+percentile | learned).
+"""
+
+from compression import quantization
+from configs import common
+from configs import gru_baseline
+
+
+def get_config(arg=None):
+  """QAT from the float baseline (or from scratch)."""
+  a = common.parse_arg(arg, smoke=False, bits=8, hidden_bits=0, finetune=True,
+                       scale='absmax')
+  c = gru_baseline.get_config()
+  c.name = 'gru_qat'
+  c.arg = arg or ''
+  c.compression.methods = 'quantize'
+  c.compression.quantize = quantization.config(bits=a.bits, scale=a.scale)
+  c.compression.hidden_state.bits = a.hidden_bits
+  if a.finetune:
+    c.init_config = 'gru_baseline.py:smoke' if a.smoke else 'gru_baseline'
+    # Short fine-tuning at a tenth of the baseline's peak rate: the float
+    # model is already near the optimum; the grid only needs to settle.
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.warmup_steps = 0
+    c.train.steps = 200
+    c.train.eval_every = 100
+    c.train.checkpoint_every = 100
+  if a.smoke:
+    common.make_smoke(c)
+  return c

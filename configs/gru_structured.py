@@ -1,0 +1,38 @@
+"""Structured pruning: removes whole hidden units of the GRU-64 classifier.
+
+  python train.py --config=configs/gru_structured.py           # 64 -> 32
+  python train.py --config=configs/gru_structured.py:units=0.75
+  python train.py --config=configs/gru_structured.py:smoke
+
+Fine-tunes the float baseline while a group lasso (Wen et al. 2018) pushes
+the group of every hidden unit (its columns in all three gates of the input
+and recurrent kernels, its bias entries, its row of the recurrent kernel and
+of the head) towards zero, and the gradual schedule removes the units of
+smallest group L2 norm, reaching `units` of them at step 250.
+`compression.pruning.shrink` then builds a GRU with `hidden` = the kept units
+and the same outputs (`benchmarks/structured_speed.py` times both).
+
+Args (`:key=value,...`): smoke; units (fraction of hidden units removed,
+default 0.5); group_lasso (coefficient, default 1e-3).
+"""
+
+from compression import pruning
+from configs import common
+from configs import gru_baseline
+
+
+def get_config(arg=None):
+  """Baseline recipe plus unit pruning with a group-lasso penalty."""
+  a = common.parse_arg(arg, smoke=False, units=0.5, group_lasso=1e-3)
+  c = gru_baseline.get_config('smoke' if a.smoke else None)
+  c.name = 'gru_structured'
+  c.arg = arg or ''
+  c.init_config = 'gru_baseline.py:smoke' if a.smoke else 'gru_baseline'
+  c.optimizer.learning_rate = 3e-3
+  c.compression.methods = 'prune'
+  c.compression.prune = pruning.config(
+      score='magnitude', granularity='unit', reduce='l2',
+      allocation='uniform', schedule='gradual', sparsity=a.units,
+      begin_step=0, end_step=3 if a.smoke else 250,
+      frequency=1 if a.smoke else 10, group_lasso=a.group_lasso)
+  return c
