@@ -1,11 +1,20 @@
-r"""Evaluates the latest checkpoint of a workdir on the test split.
+r"""Evaluates the latest checkpoint of a workdir, or an artifact alone.
 
 Usage:
   python eval.py --config=configs/gru_baseline.py --workdir=runs/gru_baseline
+  python eval.py --config=configs/gru_prune.py --workdir=runs/gru_prune --export
+  python eval.py --artifact=runs/gru_prune/model.rnnc
 
 Prints the task's metrics and writes them to `workdir/eval.json`. The numbers
 equal the test metrics that train.py wrote to `results.json` for the same
 checkpoint, because both call the same `train.evaluate_params`.
+
+`--export` also writes the compressed artifact `workdir/model.rnnc` from the
+checkpoint and prints a per-leaf table (path, shape, methods, bits, nonzeros,
+bytes) with the totals. `--artifact=PATH` needs no config and no checkpoint:
+it reads the file (validated; a damaged one is one error line), rebuilds the
+model and its parameters from it alone, evaluates them on the test split of
+the dataset its header names and writes `<PATH>.eval.json`.
 """
 
 from __future__ import annotations
@@ -19,16 +28,37 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+import ml_collections
+import numpy as np
 
+import compression
+from compression import accounting
+from compression import export as export_lib
 from compression.errors import InputError
+import data
 import train
 
-def evaluate(config: Any, workdir: str) -> dict:
+EXPORT_FLAG = flags.DEFINE_bool(
+    'export', False, 'Also write the artifact <workdir>/model.rnnc and print '
+    'its per-leaf size table.')
+ARTIFACT_FLAG = flags.DEFINE_string(
+    'artifact', None, 'Evaluate this artifact alone (no --config, no '
+    'checkpoint).')
+CODING_FLAG = flags.DEFINE_enum(
+    'coding', 'huffman', list(accounting.CODINGS),
+    'Integer codes in the artifact: fixed width, or Huffman where smaller.')
+
+
+def evaluate(config: Any, workdir: str, export: bool = False,
+             coding: str = 'huffman') -> dict:
   """Restores the latest checkpoint of `workdir` and evaluates it.
 
   Args:
     config: the run's ConfigDict (the recipe it was trained with).
     workdir: the run directory holding `checkpoints/`.
+    export: also write `workdir/model.rnnc`; the report then has its sizes
+      and the per-leaf rows (`leaves`).
+    coding: the artifact's integer coding, 'fixed' or 'huffman'.
 
   Returns:
     The report: the step, the task and its test metrics (`test_<metric>`).
@@ -51,24 +81,110 @@ def evaluate(config: Any, workdir: str) -> dict:
   report = {'config': train.config_label(config), 'task': setup.dataset.task,
             'step': int(state.step), **train.size_report(dense)}
   report.update({f'test_{k}': v for k, v in metrics.items()})
+  if export:
+    params = jax.device_get(state.params)
+    comp_state = jax.device_get(state.comp_state)
+    report.update(export_lib.write_run(
+        config, setup.dataset.task, setup.dataset.info, setup.compressor,
+        params, comp_state, dense, workdir, coding=coding))
+    report['coding'] = coding
+    report['leaves'] = accounting.account(
+        dense, setup.compressor.export(params, comp_state),
+        compression.method_names(config.compression))['leaves']
   train.write_json(os.path.join(workdir, 'eval.json'), report)
   return report
+
+
+def evaluate_artifact(path: str) -> dict:
+  """Evaluates an artifact alone: its own model and parameters.
+
+  Args:
+    path: the artifact file (`model.rnnc`).
+
+  Returns:
+    The report: task, test metrics (`test_<metric>`), the file size; also
+    written to `<path>.eval.json`.
+
+  Raises:
+    InputError: a missing or damaged artifact, or a dataset it cannot load.
+  """
+  art = export_lib.read(path)
+  header = art.header
+  if not isinstance(header.get('data'), dict):
+    raise InputError(f'artifact {path}: its header names no dataset to '
+                     'evaluate on')
+  data_cfg = ml_collections.ConfigDict(header['data'])
+  dataset = data.load(data_cfg)
+  if dataset.task != header['task']:
+    raise InputError(f'artifact {path}: task {header["task"]!r}, but its '
+                     f'dataset gives {dataset.task!r}')
+  n_dev = jax.device_count()
+  mesh = jax.make_mesh((n_dev,), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  setup = train.Setup(dataset, art.model, None, None, mesh)
+  batch = int(data_cfg.eval_batch_size)
+  batch = max(n_dev, batch - batch % n_dev)
+  metrics = train.evaluate_params(setup, train.make_eval_fn(setup), art.params,
+                                  dataset.test, batch)
+  leaves = accounting.flatten(art.params)
+  report = {'artifact': path, 'config': header.get('config', ''),
+            'task': dataset.task, 'compressed_bytes': art.file_bytes,
+            'params_stored': int(sum(v.size for v in leaves.values())),
+            'params_nonzero': int(sum(np.count_nonzero(v)
+                                      for v in leaves.values()))}
+  report.update({f'test_{k}': v for k, v in metrics.items()})
+  train.write_json(path + '.eval.json', report)
+  return report
+
+
+def format_table(report: dict) -> str:
+  """The per-leaf size table and the totals of an exported report."""
+  huff = report['coding'] == 'huffman'
+  lines = [f"{'path':34s} {'shape':>9s} {'methods':>16s} {'bits':>4s} "
+           f"{'nonzero':>7s} {'bytes':>7s}"]
+  for r in report['leaves']:
+    size = r['entropy_bytes'] if huff else r['fixed_bytes']
+    lines.append(
+        f"{r['path']:34s} {'x'.join(map(str, r['shape'])):>9s} "
+        f"{(r['methods'] or '-'):>16s} {r['bits']:4d} {r['nonzeros']:7d} "
+        f"{size:7d}")
+  payload = report['entropy_coded_bytes'] if huff else report[
+      'fixed_width_bytes']
+  lines.append(
+      f"payload {payload} B (fixed width {report['fixed_width_bytes']} B, "
+      f"entropy-coded {report['entropy_coded_bytes']} B) + header "
+      f"{report['artifact_header_bytes']} B = file "
+      f"{report['compressed_bytes']} B; dense float32 "
+      f"{report['dense_bytes']} B; ratio {report['compression_ratio']:.1f}x")
+  return '\n'.join(lines)
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   logging.set_verbosity(logging.WARNING)
+  if ARTIFACT_FLAG.value:
+    def run_artifact():
+      print(json.dumps(evaluate_artifact(ARTIFACT_FLAG.value), indent=1,
+                       sort_keys=True))
+
+    train.run_cli(run_artifact)
+    return
+  if train.CONFIG_FLAG.value is None:
+    raise app.UsageError('--config is required (or --artifact=PATH)')
   config = train.config_from_flags()
   workdir = train.WORKDIR_FLAG.value or os.path.join('runs', config.name or 'run')
 
   def run():
-    report = evaluate(config, workdir)
+    report = evaluate(config, workdir, export=EXPORT_FLAG.value,
+                      coding=CODING_FLAG.value)
+    if EXPORT_FLAG.value:
+      print(format_table(report))
+      report = {k: v for k, v in report.items() if k != 'leaves'}
     print(json.dumps(report, indent=1, sort_keys=True))
 
   train.run_cli(functools.partial(run))
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config'])
   app.run(main)

@@ -39,6 +39,7 @@ import orbax.checkpoint as ocp
 
 import compression
 from compression import distillation
+from compression import export as export_lib
 import data
 import models
 from compression.errors import InputError
@@ -379,6 +380,24 @@ def make_train_step(setup: Setup, config: Any):
   return jax.jit(step_fn, donate_argnums=0)
 
 
+def put_batch(batch: dict, sharding: jax.sharding.NamedSharding) -> dict:
+  """The global batch sharded over the mesh.
+
+  Batches are a pure function of (seed, step), so every process of a
+  multi-host job computes the same global batch and feeds only its rows.
+  """
+  if jax.process_count() == 1:
+    return jax.device_put(batch, sharding)
+  n, i = jax.process_count(), jax.process_index()
+
+  def local(a):
+    rows = a.shape[0] // n
+    return jax.make_array_from_process_local_data(
+        sharding, np.asarray(a[i * rows:(i + 1) * rows]), a.shape)
+
+  return jax.tree.map(local, batch)
+
+
 def make_eval_fn(setup: Setup):
   """A jitted function `(dense_params, batch) -> dict of weighted sums`."""
   task = setup.dataset.task
@@ -397,7 +416,7 @@ def evaluate_params(setup: Setup, eval_fn, dense: Any, split: dict,
   sharding = jax.sharding.NamedSharding(setup.mesh, jax.P('data'))
   totals: dict[str, float] = {}
   for batch in data.eval_batches(split, batch_size):
-    sums = eval_fn(dense, jax.device_put(batch, sharding))
+    sums = eval_fn(dense, put_batch(batch, sharding))
     for k, v in sums.items():
       totals[k] = totals.get(k, 0.0) + float(v)
   return finish_metrics(setup.dataset.task, totals, setup.dataset.info)
@@ -429,6 +448,9 @@ class MetricsWriter:
 
   def __init__(self, path: str, resume_step: int):
     self._path = path
+    self._file = None
+    if jax.process_index():
+      return  # Only process 0 writes files in a multi-host job.
     if os.path.exists(path):
       kept = []
       with open(path) as f:
@@ -446,17 +468,22 @@ class MetricsWriter:
     self._file = open(path, 'a')
 
   def write(self, step: int, split: str, metrics: dict) -> None:
+    if jax.process_index():
+      return  # Only process 0 writes files in a multi-host job.
     row = {'step': int(step), 'split': split}
     row.update({k: float(v) for k, v in metrics.items()})
     self._file.write(json.dumps(row) + '\n')
     self._file.flush()
 
   def close(self) -> None:
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
 
 
 def write_json(path: str, obj: dict) -> None:
   """Writes JSON atomically (temp file + rename), so a kill never truncates."""
+  if jax.process_index():
+    return  # Only process 0 writes files in a multi-host job.
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
     json.dump(obj, f, indent=1, sort_keys=True)
@@ -637,7 +664,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
   for step in range(start_step, steps):
     batch = data.train_batch(setup.dataset.train, config.data.batch_size,
                              config.seed, step)
-    state, m = train_step(state, jax.device_put(batch, batch_sharding),
+    state, m = train_step(state, put_batch(batch, batch_sharding),
                           teacher_params)
     if compile_seconds is None:
       jax.block_until_ready(state.step)
@@ -683,9 +710,12 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
       f'test_{metric}': ev[metric],
       'test_loss': ev['loss'],
       **sizes,
-      # No artifact is written yet: the model is stored as dense float32.
-      'compressed_bytes': sizes['dense_bytes'],
-      'compression_ratio': 1.0,
+      # The artifact <workdir>/model.rnnc: compressed_bytes is its size on
+      # disk, compression_ratio = dense_bytes / compressed_bytes; also
+      # entropy_coded_bytes and fixed_width_bytes (payload sizes).
+      **export_lib.write_run(config, task, info, setup.compressor,
+                             jax.device_get(state.params),
+                             jax.device_get(state.comp_state), dense, workdir),
       'train_seconds': train_seconds,
       'steps': steps,
       'steps_per_second': rate if trained > 1 else float('nan'),
@@ -716,6 +746,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
 
 def log(fmt: str, *args: Any) -> None:
   """One progress line on stdout (absl's INFO is left to the libraries)."""
+  if jax.process_index():
+    return
   print(time.strftime('%H:%M:%S ') + (fmt % args if args else fmt), flush=True)
 
 
@@ -784,6 +816,17 @@ def _fmt_seconds(s: float) -> str:
 CONFIG_FLAG = config_flags.DEFINE_config_file(
     'config', None, 'Recipe file, e.g. configs/gru_baseline.py:smoke.',
     lock_config=True)
+DISTRIBUTED_FLAG = flags.DEFINE_bool(
+    'distributed', False, 'Multi-host: call jax.distributed.initialize() first '
+    '(SLURM, Open MPI, Cloud TPU and GKE are detected; elsewhere also give '
+    '--coordinator, --num_processes, --process_id).')
+COORDINATOR_FLAG = flags.DEFINE_string(
+    'coordinator', None, 'host:port of process 0 (default '
+    '$JAX_COORDINATOR_ADDRESS).')
+NUM_PROCESSES_FLAG = flags.DEFINE_integer(
+    'num_processes', None, 'Processes in the job.')
+PROCESS_ID_FLAG = flags.DEFINE_integer(
+    'process_id', None, 'This process, 0..num_processes-1.')
 WORKDIR_FLAG = flags.DEFINE_string(
     'workdir', None, 'Run directory; default runs/<config name>.')
 
@@ -810,6 +853,9 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
+  if DISTRIBUTED_FLAG.value:  # Before anything touches a device.
+    jax.distributed.initialize(COORDINATOR_FLAG.value, NUM_PROCESSES_FLAG.value,
+                               PROCESS_ID_FLAG.value)
   config = config_from_flags()
   workdir = WORKDIR_FLAG.value or os.path.join('runs', config.name or 'run')
   run_cli(functools.partial(train_and_evaluate, config, workdir))

@@ -528,6 +528,12 @@ def _mask_tree(plan: Plan, params: Params) -> Params:
           else jnp.ones((), bool)) for p in plan.paths})
 
 
+def _split(params: Params, masks: Params) -> tuple[Params, Params]:
+  """(the top-level entries the masks cover, every other entry)."""
+  own = {k: v for k, v in params.items() if k in masks}
+  return own, {k: v for k, v in params.items() if k not in masks}
+
+
 def apply_masks(params: Params, masks: Params) -> Params:
   """Masked parameters: exactly 0 where a mask is False.
 
@@ -591,9 +597,19 @@ def prune(cfg: Any) -> Compressor:
     return params, {'masks': masks, 'scores': scores, 'sparsity': sparsity}
 
   def apply(params, state):
-    return apply_masks(params, state['masks'])
+    own, extra = _split(params, state['masks'])
+    return {**apply_masks(own, state['masks']), **extra}
 
   def update(params, state, grads, step):
+    # Later methods of a chain may add top-level entries (quantize's learned
+    # step sizes); pruning acts on the tree it saw at init and passes the
+    # rest through.
+    params, extra = _split(params, state['masks'])
+    grads = _split(grads, state['masks'])[0]
+    params, state = _update(params, state, grads, step)
+    return {**params, **extra}, state
+
+  def _update(params, state, grads, step):
     plan = make_plan(params, st)
     scores = state['scores']
     if st.score == 'taylor':

@@ -36,3 +36,32 @@ def get_config(arg=None):
   if a.smoke:
     common.make_smoke(c)
   return c
+
+
+def sweep(arg=None):
+  """The weight-sharing grid of REPRODUCTION.md (codebook size sweep).
+
+  Per seed: the float baseline (stage 0), then k-means weight sharing of its
+  kernels with 2, 4, 8, 16 and 32 clusters (1 to 5-bit indices). Pruning
+  followed by sharing is `configs/deep_compression.py`'s grid.
+
+  Args:
+    arg: `smoke` (a tiny grid of smoke runs), `seeds=N` (default 3;
+      1 under smoke).
+
+  Returns:
+    The list of point dicts that sweep.py documents.
+  """
+  a = common.parse_arg(arg, smoke=False, seeds=0)
+  smoke = ',smoke' if a.smoke else ''
+  points = []
+  for s in range(a.seeds or (1 if a.smoke else 3)):
+    points.append(dict(name=f'baseline_s{s}', group='baseline',
+                       method='float baseline', config='gru_baseline.py',
+                       arg=smoke.lstrip(','), overrides={'seed': s}, stage=0))
+    for k in ((4,) if a.smoke else (2, 4, 8, 16, 32)):
+      points.append(dict(
+          name=f'kmeans{k}_s{s}', group=f'kmeans{k}',
+          method='k-means sharing', arg=f'clusters={k}' + smoke,
+          overrides={'seed': s, 'init_from': f'{{sweep_dir}}/baseline_s{s}'}))
+  return points

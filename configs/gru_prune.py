@@ -46,3 +46,47 @@ def get_config(arg=None):
     c.compression.prune.end_step = 3
     c.compression.prune.frequency = 1
   return c
+
+
+def sweep(arg=None):
+  """The grid of REPRODUCTION.md's Zhu & Gupta (2017) item, for sweep.py.
+
+  Per seed: the float GRU-64 baseline (stage 0, shared by the fine-tuned
+  points), gradual pruning of it to 50/75/90/95% sparsity, 90% pruning while
+  training from scratch (the baseline's 400-step budget), and the dense
+  GRU-21 that has about as many nonzero parameters as the 90%-sparse GRU-64
+  (2361 vs 2300), trained for 400 steps and for 800 (the baseline's 400 plus
+  the fine-tune's 400).
+
+  Args:
+    arg: `smoke` (a tiny grid of smoke runs), `seeds=N` (default 3;
+      1 under smoke).
+
+  Returns:
+    The list of point dicts that sweep.py documents.
+  """
+  a = common.parse_arg(arg, smoke=False, seeds=0)
+  smoke = 'smoke' if a.smoke else ''
+  join = lambda *parts: ','.join(p for p in parts if p)
+  sparsities = (0.5, 0.9) if a.smoke else (0.5, 0.75, 0.9, 0.95)
+  points = []
+  for s in range(a.seeds or (1 if a.smoke else 3)):
+    tune = {'seed': s, 'init_from': f'{{sweep_dir}}/baseline_s{s}'}
+    points.append(dict(name=f'baseline_s{s}', group='baseline',
+                       method='float baseline', config='gru_baseline.py',
+                       arg=smoke, overrides={'seed': s}, stage=0))
+    for sp in sparsities:
+      points.append(dict(name=f'prune{sp}_s{s}', group=f'prune{sp}',
+                         method='gradual pruning (fine-tuned)',
+                         arg=join(f'sparsity={sp}', smoke), overrides=tune))
+    if a.smoke:
+      continue
+    points.append(dict(name=f'scratch0.9_s{s}', group='scratch0.9',
+                       method='gradual pruning (from scratch)',
+                       arg='sparsity=0.9,scratch', overrides={'seed': s}))
+    for steps in (400, 800):
+      points.append(dict(
+          name=f'dense21_{steps}_s{s}', group=f'dense21_{steps}',
+          method='small dense GRU', config='gru_baseline.py',
+          overrides={'seed': s, 'model.hidden': 21, 'train.steps': steps}))
+  return points

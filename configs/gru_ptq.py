@@ -36,3 +36,32 @@ def get_config(arg=None):
   c.train.steps = 0  # Post-training: calibrate, quantize, evaluate.
   c.train.eval_every = 0
   return c
+
+
+def sweep(arg=None):
+  """The PTQ half of REPRODUCTION.md's bit-width item, for sweep.py.
+
+  Per seed: the float baseline (stage 0), then calibrated post-training
+  quantization of it at 8, 6, 4, 3 and 2 bits (the seed also picks the
+  calibration batches).
+
+  Args:
+    arg: `smoke` (a tiny grid of smoke runs), `seeds=N` (default 3;
+      1 under smoke).
+
+  Returns:
+    The list of point dicts that sweep.py documents.
+  """
+  a = common.parse_arg(arg, smoke=False, seeds=0)
+  smoke = ',smoke' if a.smoke else ''
+  points = []
+  for s in range(a.seeds or (1 if a.smoke else 3)):
+    points.append(dict(name=f'baseline_s{s}', group='baseline',
+                       method='float baseline', config='gru_baseline.py',
+                       arg=smoke.lstrip(','), overrides={'seed': s}, stage=0))
+    for bits in ((8, 2) if a.smoke else (8, 6, 4, 3, 2)):
+      points.append(dict(
+          name=f'ptq{bits}_s{s}', group=f'ptq{bits}', method='PTQ',
+          arg=f'bits={bits}' + smoke,
+          overrides={'seed': s, 'init_from': f'{{sweep_dir}}/baseline_s{s}'}))
+  return points

@@ -36,3 +36,31 @@ def get_config(arg=None):
       begin_step=0, end_step=3 if a.smoke else 250,
       frequency=1 if a.smoke else 10, group_lasso=a.group_lasso)
   return c
+
+
+def sweep(arg=None):
+  """The grid of REPRODUCTION.md's Wen et al. (2018) ISS item.
+
+  Per seed: the float baseline (stage 0), then unit pruning with group lasso
+  removing 25, 50, 75 and 87.5% of the 64 hidden units.
+
+  Args:
+    arg: `smoke` (a tiny grid of smoke runs), `seeds=N` (default 3;
+      1 under smoke).
+
+  Returns:
+    The list of point dicts that sweep.py documents.
+  """
+  a = common.parse_arg(arg, smoke=False, seeds=0)
+  smoke = ',smoke' if a.smoke else ''
+  points = []
+  for s in range(a.seeds or (1 if a.smoke else 3)):
+    points.append(dict(name=f'baseline_s{s}', group='baseline',
+                       method='float baseline', config='gru_baseline.py',
+                       arg=smoke.lstrip(','), overrides={'seed': s}, stage=0))
+    for units in ((0.5,) if a.smoke else (0.25, 0.5, 0.75, 0.875)):
+      points.append(dict(
+          name=f'units{units}_s{s}', group=f'units{units}',
+          method='unit pruning (ISS)', arg=f'units={units}' + smoke,
+          overrides={'seed': s, 'init_from': f'{{sweep_dir}}/baseline_s{s}'}))
+  return points

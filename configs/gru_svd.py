@@ -54,3 +54,31 @@ def get_config(arg=None):
   if a.smoke:
     common.make_smoke(c)
   return c
+
+
+def sweep(arg=None):
+  """The grid of REPRODUCTION.md's Prabhavalkar et al. (2016) item.
+
+  Per seed: the float baseline (stage 0), then SVD of its recurrent kernel
+  at ranks 1, 2, 4, 8, 16 and 32 (full rank is 64), each fine-tuned.
+
+  Args:
+    arg: `smoke` (a tiny grid of smoke runs), `seeds=N` (default 3;
+      1 under smoke).
+
+  Returns:
+    The list of point dicts that sweep.py documents.
+  """
+  a = common.parse_arg(arg, smoke=False, seeds=0)
+  smoke = ',smoke' if a.smoke else ''
+  points = []
+  for s in range(a.seeds or (1 if a.smoke else 3)):
+    points.append(dict(name=f'baseline_s{s}', group='baseline',
+                       method='float baseline', config='gru_baseline.py',
+                       arg=smoke.lstrip(','), overrides={'seed': s}, stage=0))
+    for rank in ((1, 2) if a.smoke else (1, 2, 4, 8, 16, 32)):
+      points.append(dict(
+          name=f'rank{rank}_s{s}', group=f'rank{rank}',
+          method='low rank (SVD)', arg=f'rank={rank}' + smoke,
+          overrides={'seed': s, 'init_from': f'{{sweep_dir}}/baseline_s{s}'}))
+  return points

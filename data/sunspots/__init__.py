@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from compression.errors import InputError
 from data import checks
 from data import transforms
 from data.dataset import Dataset
@@ -20,7 +21,7 @@ SERIES = ('monthly', 'yearly')
 
 
 def load(series: str = 'monthly', window: int = 48, horizon: int = 6,
-         test_fraction: float = 0.2) -> Dataset:
+         test_fraction: float = 0.2, features: int = 1) -> Dataset:
   """Loads a sunspot series as (window -> horizon) forecasting examples.
 
   Args:
@@ -29,6 +30,9 @@ def load(series: str = 'monthly', window: int = 48, horizon: int = 6,
     horizon: steps to forecast.
     test_fraction: the last part of the series, in time, that the test
       targets come from; test inputs may reach back into the train part.
+    features: consecutive values per step: the `window` input values become
+      window / features steps of `features` features each (e.g. 120 months
+      as 12 steps of 10 months); must divide `window`.
 
   Returns:
     A forecasting Dataset (see `transforms.forecast_windows`), standardised
@@ -39,11 +43,21 @@ def load(series: str = 'monthly', window: int = 48, horizon: int = 6,
   window = checks.integer(window, 'window', 1)
   horizon = checks.integer(horizon, 'horizon', 1)
   test_fraction = checks.fraction(test_fraction, 'test_fraction')
+  features = checks.integer(features, 'features', 1)
+  if window % features:
+    raise InputError(f'data.kwargs.features: {features} does not divide '
+                     f'window {window}')
   with np.load(NPZ_PATH, allow_pickle=False) as f:
     values = f[series]
     start = int(f[f'{series}_start'])
   train, test, info = transforms.forecast_windows(values, window, horizon,
                                                   test_fraction)
   info.update(series=series, start_year=start)
+  if features > 1:
+    steps = window // features
+    for split in (train, test):
+      split['x'] = split['x'].reshape(len(split['x']), steps, features)
+      split['lengths'] = np.full(len(split['x']), steps, np.int32)
+    info.update(input_dim=features, max_len=steps)
   return Dataset(name='sunspots', task='forecasting', train=train, test=test,
                  info=info)

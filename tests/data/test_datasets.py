@@ -103,7 +103,22 @@ def test_bad_keyword_values(name, kwargs, match):
 
 def test_default_kwargs():
   assert data.default_kwargs('sunspots') == {
-      'series': 'monthly', 'window': 48, 'horizon': 6, 'test_fraction': 0.2}
+      'series': 'monthly', 'window': 48, 'horizon': 6, 'test_fraction': 0.2,
+      'features': 1}
+
+
+def test_sunspots_features_per_step():
+  one = _load('sunspots', window=20, horizon=5)
+  ten = _load('sunspots', window=20, horizon=5, features=10)
+  assert ten.test['x'].shape == (len(one.test['x']), 2, 10)
+  assert ten.info['input_dim'] == 10 and ten.info['max_len'] == 2
+  assert (ten.test['lengths'] == 2).all()
+  # Step 1 holds months 11..20 of the window, in order.
+  np.testing.assert_array_equal(ten.test['x'][:, 1], one.test['x'][:, 10:, 0])
+  np.testing.assert_array_equal(ten.test['y'], one.test['y'])
+  with pytest.raises(InputError, match='data.kwargs.features: 7 does not '
+                     'divide window 20'):
+    _load('sunspots', window=20, features=7)
 
 
 def test_japanese_vowels_counts():

@@ -1,0 +1,386 @@
+"""Training-step time of our GRU and LSTM against PyTorch, and what methods cost.
+
+The benchmark shape: a one-layer classifier (input 16, hidden 128, sequence
+length 64, batch 64, 10 classes, linear head on the last state), Adam. Every
+JAX row is train.py's own jitted step (`train.make_train_step`: compressor
+`apply`, loss, gradient, clipping, optax update, compressor `update`, NaN
+guard, donated state) on a config built from `configs/common.base_config()`
+with `data.name='synthetic_classification'` (every sequence full length, as
+PyTorch runs it). Rows:
+
+* `gru`, `lstm`: the float model.
+* `gru autodiff`, `lstm autodiff`: the same step with the layer's generic scan
+  differentiated by `jax.grad` (`RecurrentLayer(custom_grad=False)`), to show
+  what the hand-written backward pass of `models/cells.py` gains.
+* `gru fake-quant`: 8-bit fake-quant of every kernel (`compression.quantization`).
+* `gru masks`: 80% unstructured magnitude pruning masks (`compression.pruning`,
+  one-shot at step 0, so the timed steps apply fixed masks).
+* `gru distill`: soft-label distillation (Hinton; no feature or attention term)
+  from a teacher of the same shape run inside the same step.
+* `torch gru`, `torch lstm`: `torch.nn.GRU` / `torch.nn.LSTM` (batch_first),
+  linear head on the last state, cross-entropy, Adam; a full step (zero_grad,
+  forward, loss, backward, optimizer step) with `torch.set_num_threads(2)`.
+* `matmul 1024`: a jitted 1024x1024 float32 matmul, whose rate is the matmul
+  peak (GFLOP/s) that the steps' FLOP rates are a fraction of. Rates (GFLOP/s,
+  fraction of peak) come from each row's fastest step, the figure a busy
+  neighbour changes least; times are medians, min and max.
+
+Every row runs in the same process, in blocks of consecutive steps,
+round-robin, so a busy neighbour on a shared machine slows every row alike.
+FLOPs per step are counted analytically: the matmuls of the forward pass
+(input and recurrent products at every step, the head) times 3 for forward +
+backward.
+
+Needs PyTorch (see benchmarks/requirements.txt); never part of pytest.
+
+Usage:
+  python benchmarks/step_time.py [--repeats 400] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+# Run as a script from anywhere: make the repository importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import flax.linen as nn  # pylint: disable=g-import-not-at-top
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from compression import pruning  # pylint: disable=g-import-not-at-top
+from compression import quantization  # pylint: disable=g-import-not-at-top
+from configs import common  # pylint: disable=g-import-not-at-top
+import data  # pylint: disable=g-import-not-at-top
+from models import cells  # pylint: disable=g-import-not-at-top
+import train  # pylint: disable=g-import-not-at-top
+
+GATES = {'gru': 3, 'lstm': 4, 'rnn': 1}
+Step = Callable[[], Any]  # Runs one step and blocks until it is done.
+
+
+class AutodiffClassifier(nn.Module):
+  """The float classifier with the layer's scan left to `jax.grad`."""
+  cell: str
+  hidden: int
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array, lengths: jax.Array) -> jax.Array:
+    _, carry = cells.RecurrentLayer(cell=self.cell, hidden=self.hidden,
+                                    custom_grad=False, name='layer_0')(
+                                        x, lengths)
+    return cells.Dense(self.num_classes, name='head')(
+        cells.final_hidden(carry))
+
+
+def make_config(args: argparse.Namespace, cell: str, methods: str = ''
+                ) -> Any:
+  """The benchmark shape as a train.py config.
+
+  Args:
+    args: the command-line shape arguments.
+    cell: 'gru' or 'lstm'.
+    methods: `compression.methods` ('' = float, 'quantize' or 'prune').
+
+  Returns:
+    A ConfigDict from `common.base_config()`.
+  """
+  c = common.base_config()
+  c.name = f'step_time_{cell}'
+  c.data.name = 'synthetic_classification'
+  c.data.kwargs.num_train = max(256, args.batch)
+  c.data.kwargs.num_test = args.batch
+  c.data.kwargs.min_len = args.steps
+  c.data.kwargs.max_len = args.steps
+  c.data.kwargs.features = args.features
+  c.data.kwargs.num_classes = args.classes
+  c.data.batch_size = args.batch
+  c.data.eval_batch_size = args.batch
+  c.model.cell = cell
+  c.model.hidden = args.hidden
+  c.model.pooling = 'last'
+  c.optimizer.name = 'adam'
+  c.optimizer.learning_rate = 1e-3
+  c.train.steps = 10_000
+  c.compression.methods = methods
+  if methods == 'quantize':
+    c.compression.quantize = quantization.config(bits=8, regex='.*kernel')
+  elif methods == 'prune':
+    c.compression.prune = pruning.config(
+        sparsity=0.8, granularity='unstructured', schedule='oneshot',
+        begin_step=0, regex='.*kernel')
+  return c
+
+
+def jax_step(config: Any, model: nn.Module | None = None,
+             distill: bool = False) -> tuple[Step, float]:
+  """train.py's jitted step for `config`, bound to one fixed batch.
+
+  Args:
+    config: from `make_config`.
+    model: replaces the config's model (the autodiff rows).
+    distill: add a teacher of the same shape (soft labels only).
+
+  Returns:
+    (a function running one blocking step, first-call seconds: trace +
+    compile + one step).
+  """
+  setup = train.build(config)
+  if model is not None:
+    setup = setup._replace(model=model)
+  if distill:
+    with config.unlocked():
+      config.distill.feature_weight = 0.0
+      config.distill.attention_weight = 0.0
+    example = jax.tree.map(lambda a: a[:2], setup.dataset.train)
+    t_params = setup.model.init(jax.random.PRNGKey(1), example['x'],
+                                example['lengths'])['params']
+    setup = setup._replace(teacher=train.Teacher(
+        setup.model, t_params, int(config.model.hidden), {}))
+  state = train.init_state(config, setup)
+  teacher_params = setup.teacher.params if setup.teacher else {}
+  batch = jax.device_put(data.train_batch(
+      setup.dataset.train, config.data.batch_size, config.seed, 0))
+  step_fn = train.make_train_step(setup, config)
+  box = [state]
+
+  def run() -> None:
+    box[0], metrics = step_fn(box[0], batch, teacher_params)
+    jax.block_until_ready(metrics['loss'])
+
+  start = time.perf_counter()
+  run()
+  return run, time.perf_counter() - start
+
+
+def torch_step(args: argparse.Namespace, cell: str) -> tuple[Step, float]:
+  """The same model and step in PyTorch.
+
+  Returns:
+    (a function running one step, seconds of the first step).
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+
+  torch.manual_seed(0)
+  rnn_cls = torch.nn.GRU if cell == 'gru' else torch.nn.LSTM
+
+  class Net(torch.nn.Module):
+    """Recurrent layer and a linear head on the last state."""
+
+    def __init__(self):
+      super().__init__()
+      self.rnn = rnn_cls(args.features, args.hidden, batch_first=True)
+      self.head = torch.nn.Linear(args.hidden, args.classes)
+
+    def forward(self, x):
+      _, state = self.rnn(x)
+      h = state[0] if isinstance(state, tuple) else state
+      return self.head(h[-1])
+
+  net = Net()
+  opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+  rng = np.random.default_rng(0)
+  x = torch.tensor(rng.standard_normal(
+      (args.batch, args.steps, args.features)), dtype=torch.float32)
+  y = torch.tensor(rng.integers(0, args.classes, args.batch), dtype=torch.long)
+
+  def run() -> None:
+    opt.zero_grad(set_to_none=True)
+    loss = torch.nn.functional.cross_entropy(net(x), y)
+    loss.backward()
+    opt.step()
+
+  start = time.perf_counter()
+  run()
+  return run, time.perf_counter() - start
+
+
+def matmul_step(n: int) -> tuple[Step, float]:
+  """A jitted n x n float32 matmul: the peak rate reference."""
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)),
+                  jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+
+  def run() -> None:
+    f(a).block_until_ready()
+
+  start = time.perf_counter()
+  run()
+  return run, time.perf_counter() - start
+
+
+def step_flops(args: argparse.Namespace, cell: str) -> float:
+  """Matmul FLOPs of one training step (forward x 3), counted analytically."""
+  gh = GATES[cell] * args.hidden
+  per_step = 2 * args.batch * (args.features * gh + args.hidden * gh)
+  forward = args.steps * per_step + 2 * args.batch * args.hidden * args.classes
+  return 3.0 * forward
+
+
+def machine() -> dict[str, Any]:
+  """CPU model, cores, load and library versions."""
+  model = platform.processor() or 'unknown'
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          model = line.split(':', 1)[1].strip()
+          break
+  except OSError:
+    pass
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    torch_version = torch.__version__
+  except ImportError:
+    torch_version = None
+  return {'cpu': model, 'cores': os.cpu_count(),
+          'load_average': list(os.getloadavg()),
+          'device': str(jax.devices()[0]), 'jax': jax.__version__,
+          'torch': torch_version, 'python': platform.python_version()}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+  """Runs the benchmark, prints the table, optionally writes JSON.
+
+  Args:
+    argv: command-line arguments (default: sys.argv[1:]).
+
+  Returns:
+    The flat results dict (also what `--json` writes).
+  """
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--batch', type=int, default=64)
+  parser.add_argument('--steps', type=int, default=64, help='sequence length')
+  parser.add_argument('--features', type=int, default=16)
+  parser.add_argument('--hidden', type=int, default=128)
+  parser.add_argument('--classes', type=int, default=10)
+  parser.add_argument('--warmup', type=int, default=5)
+  parser.add_argument('--repeats', type=int, default=200,
+                      help='timed steps per row (rounded up to --block)')
+  parser.add_argument('--block', type=int, default=20,
+                      help='consecutive steps of one row per round')
+  parser.add_argument('--torch_threads', type=int, default=2)
+  parser.add_argument('--no_torch', action='store_true',
+                      help='skip the PyTorch rows')
+  parser.add_argument('--json', type=str, default=None,
+                      help='also write the results to this JSON file')
+  args = parser.parse_args(argv)
+
+  use_torch = not args.no_torch
+  if use_torch:
+    import torch  # pylint: disable=g-import-not-at-top
+    torch.set_num_threads(args.torch_threads)
+
+  rows: dict[str, tuple[Step, float]] = {}
+  for cell in ('gru', 'lstm'):
+    rows[cell] = jax_step(make_config(args, cell))
+    rows[f'{cell} autodiff'] = jax_step(
+        make_config(args, cell),
+        model=AutodiffClassifier(cell, args.hidden, args.classes))
+  rows['gru fake-quant'] = jax_step(make_config(args, 'gru', 'quantize'))
+  rows['gru masks'] = jax_step(make_config(args, 'gru', 'prune'))
+  rows['gru distill'] = jax_step(make_config(args, 'gru'), distill=True)
+  if use_torch:
+    rows['torch gru'] = torch_step(args, 'gru')
+    rows['torch lstm'] = torch_step(args, 'lstm')
+  rows['matmul 1024'] = matmul_step(1024)
+
+  for run, _ in rows.values():
+    for _ in range(args.warmup):
+      run()
+  times: dict[str, list[float]] = {name: [] for name in rows}
+  # Blocks of consecutive steps, as in training, round-robin over rows so
+  # machine-load drift hits all of them.
+  block = max(1, min(args.block, args.repeats))
+  for _ in range(-(-args.repeats // block)):
+    for name, (run, _) in rows.items():
+      for _ in range(block):
+        start = time.perf_counter()
+        run()
+        times[name].append((time.perf_counter() - start) * 1e3)
+
+  med = {name: statistics.median(t) for name, t in times.items()}
+  best = {name: min(t) for name, t in times.items()}
+  # Rates from the fastest step of each row: on a shared machine the minimum
+  # is the figure least changed by the neighbours' load, for the matmul
+  # reference as for the steps.
+  peak = 2 * 1024**3 / (best['matmul 1024'] * 1e-3) / 1e9
+  info = machine()
+  res: dict[str, Any] = {'machine': info, 'args': vars(args),
+                         'peak_gflops': peak, 'rows': {}}
+  print(f'{info["cpu"]}, {info["cores"]} cores, load {info["load_average"]}; '
+        f'jax {info["jax"]}, torch {info["torch"]}')
+  print(f'B={args.batch} T={args.steps} F={args.features} H={args.hidden} '
+        f'C={args.classes}; {len(times["gru"])} steps per row; matmul peak '
+        f'{peak:.1f} GFLOP/s')
+  print(f'{"row":16s} {"median ms":>10s} {"min":>8s} {"max":>8s} '
+        f'{"first s":>8s} {"GFLOP/s":>8s} {"of peak":>8s}')
+  print(f'{"":16s} {"":>10s} {"":>8s} {"":>8s} {"":>8s} {"(at min)":>8s}')
+  for name, t in times.items():
+    cell = 'lstm' if 'lstm' in name else 'gru'
+    if name.startswith('matmul'):
+      flops = 2.0 * 1024**3
+    elif 'distill' in name:
+      # The teacher of the same shape adds one forward pass (a third).
+      flops = step_flops(args, cell) * (1 + 1 / 3)
+    else:
+      flops = step_flops(args, cell)
+    rate = flops / (best[name] * 1e-3) / 1e9
+    row = {'median_ms': med[name], 'min_ms': min(t), 'max_ms': max(t),
+           'first_call_s': rows[name][1], 'flops': flops, 'gflops': rate,
+           'fraction_of_peak': rate / peak}
+    res['rows'][name] = row
+    print(f'{name:16s} {med[name]:10.3f} {min(t):8.3f} {max(t):8.3f} '
+          f'{rows[name][1]:8.2f} {rate:8.1f} {rate / peak:8.2f}')
+
+  res.update({
+      'gru_ms': med['gru'], 'lstm_ms': med['lstm'],
+      'gru_compile_s': rows['gru'][1], 'lstm_compile_s': rows['lstm'][1],
+      'gru_flops': step_flops(args, 'gru'),
+      'lstm_flops': step_flops(args, 'lstm'),
+      'gru_fraction_of_peak': res['rows']['gru']['fraction_of_peak'],
+      'lstm_fraction_of_peak': res['rows']['lstm']['fraction_of_peak'],
+      'gru_custom_vjp_speedup': med['gru autodiff'] / med['gru'],
+      'lstm_custom_vjp_speedup': med['lstm autodiff'] / med['lstm'],
+      'fake_quant_ratio': med['gru fake-quant'] / med['gru'],
+      'mask_ratio': med['gru masks'] / med['gru'],
+      'distill_ratio': med['gru distill'] / med['gru'],
+      'gru_torch_ms': med.get('torch gru'),
+      'lstm_torch_ms': med.get('torch lstm'),
+  })
+  print()
+  if use_torch:
+    res['gru_speedup_vs_torch'] = med['torch gru'] / med['gru']
+    res['lstm_speedup_vs_torch'] = med['torch lstm'] / med['lstm']
+    # Minima are the least load-sensitive figures on a shared machine.
+    res['gru_speedup_vs_torch_min'] = (min(times['torch gru'])
+                                       / min(times['gru']))
+    res['lstm_speedup_vs_torch_min'] = (min(times['torch lstm'])
+                                        / min(times['lstm']))
+    print(f'torch / ours (median): GRU {res["gru_speedup_vs_torch"]:.2f}x, '
+          f'LSTM {res["lstm_speedup_vs_torch"]:.2f}x;  (min): GRU '
+          f'{res["gru_speedup_vs_torch_min"]:.2f}x, LSTM '
+          f'{res["lstm_speedup_vs_torch_min"]:.2f}x')
+  print(f'hand-written backward vs jax.grad of the scan: GRU '
+        f'{res["gru_custom_vjp_speedup"]:.2f}x, LSTM '
+        f'{res["lstm_custom_vjp_speedup"]:.2f}x')
+  print(f'cost vs the float GRU step: fake-quant '
+        f'{res["fake_quant_ratio"]:.3f}, masks {res["mask_ratio"]:.3f}, '
+        f'distillation {res["distill_ratio"]:.3f}')
+  if args.json:
+    Path(args.json).write_text(json.dumps(res, indent=2))
+  return res
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,830 @@
+r"""Exact storage size of a compressed model, and the encoding that achieves it.
+
+Every leaf of the dense tree the model runs with (`compressor.apply(params,
+state)`: kernels, biases, embeddings, low-rank factors `<path>/u`, `<path>/v`)
+gets one *encoding plan*, a small tree of nodes over *streams* (flat arrays
+that are written to the artifact byte for byte). `plan(...)` builds the plans,
+`sizes(...)` counts their bytes, `decode_leaf(...)` rebuilds a leaf from its
+plan in pure numpy; `compression.export` writes the same streams to disk, so
+the artifact's payload is exactly the total counted here.
+
+Composing a chain
+-----------------
+`compressor.export(params, state)` of a chain gives one `{path: entry}` dict
+per method, in chain order. For each dense leaf path L the encoder collects
+the entries at L, walking the chain from the outermost method (the first, the
+one closest to the dense view) inward, and composes them by role:
+
+1. *Where* values are stored (positions): a `prune` entry at L (its bitmap or
+   relative indices) gives the kept positions; nothing else is stored for the
+   pruned ones, which decode as exactly 0.
+2. *What* is stored at those positions (the value coder): the codes of a
+   `quantize` entry at L (integer codes of the kept positions only, plus the
+   scale, per channel or per tensor, and the asymmetric zero point), or the
+   cluster indices of a `kmeans` entry at L (indices of the kept positions plus
+   the codebook), or else float32 values.
+3. *Transforms*: a `dct` entry at L stores its kept coefficient positions and
+   values (float32, or codes + scale), and the leaf is the inverse DCT; a
+   `lowrank` entry at P makes the dense leaves `P/u` and `P/v` (the model
+   multiplies through the factor dict), each encoded by rules 1-2 with the
+   entries at `P/u`, `P/v` (e.g. `lowrank,quantize` with regex `.*kernel/(u|v)`);
+   a shared `u` (`u_of`) is a reference to the other leaf, stored once.
+
+So `prune,quantize` stores positions + codes of kept values + scales;
+`prune,kmeans` (Deep Compression) positions + indices of kept values +
+codebook; `lowrank,quantize` the factors' codes and scales. A leaf that no
+method touches (biases, embeddings, the head by default) is float32. When a
+value coder maps many positions to exactly 0 (a k-means zero cluster after
+pruning, the zero code of a quantized pruned kernel, or a float leaf full of
+zeros), the encoder also stores it sparse when that is smaller: the decoded
+values are unchanged.
+
+Each plan is checked: `plan` decodes every leaf and compares it with the dense
+leaf (bit for bit; DCT, whose inverse transform is float arithmetic, to 1e-5).
+A leaf that does not match falls back to float32 (`encoding` then ends in
+'+fallback'), so the artifact never holds a wrong model.
+
+Node kinds (JSON-able dicts; `s` fields index the leaf's streams):
+
+  ========  =================================================================
+  kind      fields and meaning
+  ========  =================================================================
+  raw       `v`: float32 values, one per position
+  quant     `bits`, `codes` (unsigned codes u of `bits` bits), `scale`
+            (float32, 1 or shape[-1] values: per channel, indexed by the
+            position's column), `zp` (uint8 zero points, like scale; absent
+            for symmetric: 2^(bits-1) - 1); value = (u - zp) * scale
+  shared    `bits`, `codes` (cluster indices), `codebook` (float32);
+            value = codebook[index]
+  sparse    `pos` (position stream), `fmt` ('bitmap' | 'gaps'), `b` (bits of
+            a relative index), `count` (kept positions), `v` (the value node
+            of the kept positions, in row-major order); others are 0
+  dct       `br`, `bc` (block shape), `c` (a sparse node over the coefficient
+            grid); the leaf is the inverse 2-D DCT of the coefficients
+  ref       `path`: the leaf is a copy of another leaf (shared factor)
+  ========  =================================================================
+
+Positions: `bitmap` is one bit per element (1 = kept); `gaps` are relative
+indices as in Deep Compression with b-bit symbols: symbol d in 1..2^b-1 moves
+d positions past the previous kept one (the first from position -1) and keeps
+it; symbol 0 moves 2^b-1 positions and keeps nothing (so long runs of pruned
+weights need no filler values). The encoder picks the format and b in 2..8
+that store fewest bytes.
+
+Sizes
+-----
+An integer stream of n symbols of b bits takes ceil(n b / 8) bytes at fixed
+width (`pack_bits` order). Its entropy-coded size is that of a canonical
+Huffman code (lengths at most 15): a table of one 4-bit length per symbol of
+the 2^b alphabet (ceil(2^b / 2) bytes) plus ceil(sum of code lengths / 8)
+bytes, as Deep Compression codes its weight indices and relative positions.
+With `coding='huffman'` each integer stream takes the smaller of the two
+(an encoder never keeps a code that loses), and the choice of position format
+follows the same rule. Float streams take 4 bytes per value, zero points one
+byte. The dense size is 4 bytes per parameter of the dense view.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from compression.errors import InputError
+
+CODINGS = ('fixed', 'huffman')
+MAX_CODE_LEN = 15  # Huffman code lengths fit a 4-bit table entry.
+DCT_ATOL = 1e-5  # The inverse DCT is float arithmetic, exact only to rounding.
+
+
+# ----------------------------------------------------------------------------
+# Huffman
+
+
+def huffman_code_lengths(freqs: Sequence[int],
+                         max_len: int = MAX_CODE_LEN) -> np.ndarray:
+  """Code lengths of a Huffman code for symbol frequencies.
+
+  Symbols with frequency 0 get length 0 (no code); a single used symbol gets
+  length 1. Lengths over `max_len` are avoided by halving the frequencies
+  (keeping them >= 1) and rebuilding, which changes the code only for very
+  skewed counts.
+
+  Args:
+    freqs: count of each symbol of the alphabet.
+    max_len: the longest code allowed.
+
+  Returns:
+    int array of code lengths, one per symbol.
+
+  Example:
+    >>> huffman_code_lengths([5, 2, 1, 1]).tolist()
+    [1, 2, 3, 3]
+  """
+  f = np.asarray(freqs, np.int64)
+  lengths = np.zeros(f.size, np.int64)
+  used = np.flatnonzero(f > 0)
+  if used.size == 0:
+    return lengths
+  if used.size == 1:
+    lengths[used[0]] = 1
+    return lengths
+  counts = f[used].copy()
+  while True:
+    # Heap items (weight, tiebreak, symbols below): ties go to the earlier
+    # node, so the code is deterministic.
+    heap = [(int(c), i, [i]) for i, c in enumerate(counts)]
+    heapq.heapify(heap)
+    depth = np.zeros(used.size, np.int64)
+    order = used.size
+    while len(heap) > 1:
+      w1, _, s1 = heapq.heappop(heap)
+      w2, _, s2 = heapq.heappop(heap)
+      members = s1 + s2
+      depth[members] += 1
+      heapq.heappush(heap, (w1 + w2, order, members))
+      order += 1
+    if depth.max() <= max_len:
+      lengths[used] = depth
+      return lengths
+    counts = np.maximum(counts // 2, 1)
+
+
+def canonical_codes(lengths: Sequence[int]) -> np.ndarray:
+  """Canonical Huffman codes for code lengths (codes ordered by (length, symbol)).
+
+  Args:
+    lengths: code length per symbol (0 = unused).
+
+  Returns:
+    int array: the code of each symbol (its `length` low bits, MSB first).
+
+  Raises:
+    InputError: the lengths violate Kraft's inequality (no prefix code).
+  """
+  lengths = np.asarray(lengths, np.int64)
+  codes = np.zeros(lengths.size, np.int64)
+  used = [int(s) for s in np.lexsort((np.arange(lengths.size), lengths))
+          if lengths[s] > 0]
+  code, prev = 0, 0
+  for i, s in enumerate(used):
+    if i:
+      code += 1
+    code <<= int(lengths[s]) - prev
+    prev = int(lengths[s])
+    if code >> prev:
+      raise InputError('Huffman table: code lengths violate the Kraft '
+                       'inequality')
+    codes[s] = code
+  return codes
+
+
+def huffman_payload_bits(symbols: np.ndarray, alphabet: int) -> tuple[int, np.ndarray]:
+  """Bits of the Huffman-coded stream and the code lengths used.
+
+  Args:
+    symbols: non-negative integer symbols.
+    alphabet: alphabet size (symbols < alphabet).
+
+  Returns:
+    (sum of code lengths over the stream, the lengths table).
+  """
+  freqs = np.bincount(np.asarray(symbols, np.int64).reshape(-1),
+                      minlength=alphabet)
+  lengths = huffman_code_lengths(freqs)
+  return int(np.dot(freqs, lengths)), lengths
+
+
+def huffman_table_bytes(bits: int) -> int:
+  """Bytes of the code-length table of a 2^bits alphabet (4 bits each)."""
+  return -(-(1 << bits) // 2)
+
+
+def huffman_encode(symbols: np.ndarray, bits: int) -> bytes:
+  """Table (4-bit lengths, low nibble first) + MSB-first code bitstream.
+
+  Args:
+    symbols: integers in [0, 2^bits).
+    bits: symbol width, 1..8.
+
+  Returns:
+    The bytes: `huffman_table_bytes(bits)` table bytes, then the codes.
+  """
+  symbols = np.asarray(symbols, np.int64).reshape(-1)
+  _, lengths = huffman_payload_bits(symbols, 1 << bits)
+  codes = canonical_codes(lengths)
+  nib = np.zeros(2 * huffman_table_bytes(bits), np.uint8)
+  nib[:lengths.size] = lengths
+  table = (nib[0::2] | (nib[1::2] << 4)).astype(np.uint8)
+  lens = lengths[symbols]
+  total = int(lens.sum())
+  if total == 0:
+    return table.tobytes()
+  owner = np.repeat(np.arange(symbols.size), lens)
+  starts = np.cumsum(lens) - lens
+  within = np.arange(total) - starts[owner]
+  stream = (codes[symbols][owner] >> (lens[owner] - 1 - within)) & 1
+  return table.tobytes() + np.packbits(stream.astype(np.uint8)).tobytes()
+
+
+def huffman_decode(data: bytes, bits: int, count: int) -> np.ndarray:
+  """Inverse of `huffman_encode`: `count` symbols as uint8.
+
+  Raises:
+    InputError: a bad table, a code that is not in the table, or a stream that
+      ends before `count` symbols.
+  """
+  tb = huffman_table_bytes(bits)
+  raw = np.frombuffer(data, np.uint8)
+  if raw.size < tb:
+    raise InputError('Huffman block shorter than its table')
+  table = raw[:tb]
+  lengths = np.stack([table & 15, table >> 4], 1).reshape(-1)[:1 << bits]
+  lengths = lengths.astype(np.int64)
+  if count == 0:
+    return np.zeros(0, np.uint8)
+  if not lengths.any():
+    raise InputError('Huffman table is empty')
+  codes = canonical_codes(lengths)
+  top = int(lengths.max())
+  # Lookup of every `top`-bit window: (symbol, length) of the code it starts.
+  look_sym = np.full(1 << top, -1, np.int64)
+  look_len = np.zeros(1 << top, np.int64)
+  for s in np.flatnonzero(lengths):
+    shift = top - int(lengths[s])
+    lo = int(codes[s]) << shift
+    look_sym[lo:lo + (1 << shift)] = s
+    look_len[lo:lo + (1 << shift)] = lengths[s]
+  stream = np.unpackbits(raw[tb:])
+  nbits = stream.size
+  padded = np.concatenate([stream, np.zeros(top, np.uint8)]).astype(np.int64)
+  window = np.zeros(nbits + 1, np.int64)
+  for j in range(top):
+    window = (window << 1) | padded[j:j + nbits + 1]
+  sym_at = look_sym[window].tolist()
+  len_at = look_len[window].tolist()
+  out = np.empty(count, np.int64)
+  p = 0
+  for i in range(count):
+    if p >= nbits:
+      raise InputError('Huffman stream ends early')
+    s = sym_at[p]
+    if s < 0:
+      raise InputError('Huffman stream holds a code not in its table')
+    out[i] = s
+    p += len_at[p]
+  if p > nbits:
+    raise InputError('Huffman stream ends early')
+  return out.astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------
+# Streams and plans
+
+
+@dataclasses.dataclass
+class Stream:
+  """A flat array the artifact stores as one block.
+
+  Attributes:
+    data: float32 values ('float') or unsigned integer symbols ('int').
+    kind: 'float' | 'int'.
+    bits: bits per symbol of an int stream (1..8); 32 for float.
+    entropy: whether Huffman coding may be used (int streams).
+  """
+  data: np.ndarray
+  kind: str
+  bits: int
+  entropy: bool = True
+
+  @property
+  def count(self) -> int:
+    return int(self.data.size)
+
+  def fixed_bytes(self) -> int:
+    if self.kind == 'float':
+      return 4 * self.count
+    return -(-self.count * self.bits // 8)
+
+  def huffman_bytes(self) -> int:
+    """Table + coded stream; the fixed size where Huffman does not apply."""
+    if self.kind == 'float' or not self.entropy or not self.count:
+      return self.fixed_bytes()
+    payload, _ = huffman_payload_bits(self.data, 1 << self.bits)
+    return huffman_table_bytes(self.bits) + -(-payload // 8)
+
+  def coding(self, coding: str) -> str:
+    """How this stream is written under `coding`: 'raw', 'packed', 'huffman'."""
+    if self.kind == 'float':
+      return 'raw'
+    if coding == 'huffman' and self.entropy and self.count and (
+        self.huffman_bytes() < self.fixed_bytes()):
+      return 'huffman'
+    return 'packed'
+
+  def stored_bytes(self, coding: str) -> int:
+    c = self.coding(coding)
+    return self.huffman_bytes() if c == 'huffman' else self.fixed_bytes()
+
+
+@dataclasses.dataclass
+class Leaf:
+  """The encoding plan of one dense leaf.
+
+  Attributes:
+    path: '/'-joined path in the dense tree.
+    shape: the leaf's shape.
+    methods: the chain methods whose entries shaped it.
+    encoding: a short name ('float32', 'prune+quantize', ...).
+    node: the JSON-able node tree (see the module docstring).
+    streams: the streams the node indexes.
+    nonzeros: nonzero values of the decoded leaf.
+    bits: bits per stored value (32 float, the code width otherwise).
+  """
+  path: str
+  shape: tuple[int, ...]
+  methods: tuple[str, ...]
+  encoding: str
+  node: dict
+  streams: list[Stream]
+  nonzeros: int
+  bits: int
+
+  def bytes(self, coding: str) -> int:
+    return sum(s.stored_bytes(coding) for s in self.streams)
+
+
+def _float_stream(x: np.ndarray) -> Stream:
+  return Stream(np.asarray(x, np.float32).reshape(-1), 'float', 32, False)
+
+
+def _int_stream(x: np.ndarray, bits: int, entropy: bool = True) -> Stream:
+  return Stream(np.asarray(x).reshape(-1).astype(np.uint8), 'int', int(bits),
+                entropy)
+
+
+def gap_symbols(positions: np.ndarray, b: int) -> np.ndarray:
+  """Relative-index symbols of sorted positions with b-bit symbols."""
+  m = (1 << b) - 1
+  pos = np.asarray(positions, np.int64)
+  d = np.diff(np.concatenate([[-1], pos]))
+  esc = (d - 1) // m
+  last = d - esc * m
+  counts = esc + 1
+  out = np.zeros(int(counts.sum()), np.int64)
+  out[np.cumsum(counts) - 1] = last
+  return out
+
+
+def gap_positions(symbols: np.ndarray, b: int, n: int, count: int) -> np.ndarray:
+  """Inverse of `gap_symbols`, validated against n elements and count kept."""
+  m = (1 << b) - 1
+  s = np.asarray(symbols, np.int64)
+  if s.size and s.max() > m:
+    raise InputError(f'relative index {int(s.max())} exceeds {m}')
+  pos = np.cumsum(np.where(s == 0, m, s)) - 1
+  pos = pos[s != 0]
+  if pos.size != count or (pos.size and pos[-1] >= n):
+    raise InputError('relative indices do not fit the parameter shape')
+  return pos
+
+
+def _position_stream(positions: np.ndarray, n: int, coding: str
+                     ) -> tuple[dict, Stream]:
+  """The smallest position encoding under `coding` (bitmap or b-bit gaps)."""
+  keep = np.zeros(n, np.uint8)
+  keep[positions] = 1
+  best = ({'fmt': 'bitmap', 'b': 1}, _int_stream(keep, 1, entropy=False))
+  for b in range(2, 9):
+    cand = _int_stream(gap_symbols(positions, b), b)
+    if cand.stored_bytes(coding) < best[1].stored_bytes(coding):
+      best = ({'fmt': 'gaps', 'b': b}, cand)
+  return best
+
+
+def positions_of(node: dict, streams: Sequence[np.ndarray], n: int
+                 ) -> np.ndarray:
+  """Kept positions of a sparse node (streams already decoded to symbols)."""
+  sym = np.asarray(streams[node['pos']])
+  count = int(node['count'])
+  if node['fmt'] == 'bitmap':
+    if sym.size != n or (sym > 1).any():
+      raise InputError('bitmap does not fit the parameter shape')
+    pos = np.flatnonzero(sym)
+    if pos.size != count:
+      raise InputError('bitmap count mismatch')
+    return pos
+  if node['fmt'] == 'gaps':
+    b = int(node['b'])
+    if not 2 <= b <= 8:
+      raise InputError(f'relative index width {b} outside 2..8')
+    return gap_positions(sym, b, n, count)
+  raise InputError(f"unknown position format {node['fmt']!r}")
+
+
+# ----------------------------------------------------------------------------
+# Decoding (pure numpy; also used by the artifact reader)
+
+
+def decode_values(node: dict, streams: Sequence[np.ndarray],
+                  shape: tuple[int, ...], positions: np.ndarray | None
+                  ) -> np.ndarray:
+  """Float32 values of a value node at `positions` (None: every element).
+
+  Args:
+    node: a 'raw', 'quant', 'shared' or 'sparse' node.
+    streams: the leaf's decoded streams (float32 arrays or int symbols).
+    shape: the leaf's shape.
+    positions: flat positions the values belong to (their columns pick
+      per-channel scales), or None for all of them in row-major order.
+
+  Returns:
+    float32 array of one value per position.
+  """
+  n = int(np.prod(shape, dtype=np.int64))
+  count = n if positions is None else int(positions.size)
+  kind = node['k']
+  if kind == 'raw':
+    v = np.asarray(streams[node['v']], np.float32)
+    if v.size != count:
+      raise InputError('float value count does not match the positions')
+    return v
+  if kind in ('quant', 'shared'):
+    u = np.asarray(streams[node['codes']])
+    if u.size != count:
+      raise InputError('code count does not match the positions')
+    if kind == 'shared':
+      book = np.asarray(streams[node['codebook']], np.float32)
+      if u.size and int(u.max()) >= book.size:
+        raise InputError('cluster index beyond the codebook')
+      return book[u.astype(np.int64)]
+    bits = int(node['bits'])
+    if not 1 <= bits <= 8:
+      raise InputError(f'code width {bits} outside 1..8')
+    scale = np.asarray(streams[node['scale']], np.float32)
+    if node.get('zp') is None:
+      zero = np.full(scale.shape, 2 ** (bits - 1) - 1, np.float32)
+    else:
+      zero = np.asarray(streams[node['zp']]).astype(np.float32)
+    if zero.size != scale.size or scale.size not in (1, shape[-1] if shape else 1):
+      raise InputError('scale / zero point size does not fit the shape')
+    if scale.size == 1:
+      ch = np.zeros(count, np.int64)
+    else:
+      pos = np.arange(n) if positions is None else positions
+      ch = pos % shape[-1]
+    return ((u.astype(np.float32) - zero[ch]) * scale[ch]).astype(np.float32)
+  if kind == 'sparse':
+    if positions is not None:
+      raise InputError('nested sparse node')
+    pos = positions_of(node, streams, n)
+    out = np.zeros(n, np.float32)
+    out[pos] = decode_values(node['v'], streams, shape, pos)
+    return out
+  raise InputError(f'unknown value node {kind!r}')
+
+
+def decode_leaf(leaf_node: dict, streams: Sequence[np.ndarray],
+                shape: tuple[int, ...],
+                resolved: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+  """The dense float32 leaf of a node tree (pure numpy).
+
+  Args:
+    leaf_node: the leaf's node.
+    streams: its decoded streams (float32 arrays or integer symbols).
+    shape: the leaf's shape.
+    resolved: leaves decoded so far, for 'ref' nodes.
+
+  Returns:
+    float32 array of `shape`.
+  """
+  kind = leaf_node['k']
+  if kind == 'ref':
+    src = (resolved or {}).get(leaf_node['path'])
+    if src is None or tuple(src.shape) != tuple(shape):
+      raise InputError(f"reference to {leaf_node['path']!r} does not resolve")
+    return src
+  if kind == 'dct':
+    from compression import dct  # pylint: disable=g-import-not-at-top
+    br, bc = int(leaf_node['br']), int(leaf_node['bc'])
+    if len(shape) != 2 or br < 1 or bc < 1 or shape[0] % br or shape[1] % bc:
+      raise InputError('DCT block shape does not divide the kernel')
+    c = decode_values(leaf_node['c'], streams, shape, None).reshape(shape)
+    w = dct.inverse(c.astype(np.float64), br, bc, np)
+    return np.asarray(w, np.float32)
+  return decode_values(leaf_node, streams, shape, None).reshape(shape)
+
+
+# ----------------------------------------------------------------------------
+# Building plans from a chain's export entries
+
+
+def _value_coder(name: str, entry: Mapping[str, Any], n: int
+                 ) -> tuple[str, dict[str, Any]]:
+  """(kind, fields) of the value coder an entry of method `name` gives."""
+  if name == 'quantize':
+    bits = int(entry['bits'])
+    from compression import quantization  # pylint: disable=g-import-not-at-top
+    u = quantization.unpack_bits(entry['codes'], bits, n)
+    zp = entry.get('zero_point') if entry['scheme'] == 'asymmetric' else None
+    return 'quant', {'bits': bits, 'u': u.astype(np.int64),
+                     'scale': np.asarray(entry['scale'], np.float32).reshape(-1),
+                     'zp': None if zp is None else np.asarray(zp).reshape(-1)}
+  if name == 'kmeans':
+    bits = int(entry['bits'])
+    from compression import quantization  # pylint: disable=g-import-not-at-top
+    u = quantization.unpack_bits(entry['indices'], bits, n)
+    return 'shared', {'bits': bits, 'u': u.astype(np.int64),
+                      'codebook': np.asarray(entry['codebook'], np.float32)}
+  raise KeyError(name)
+
+
+def _prune_positions(entry: Mapping[str, Any], n: int) -> np.ndarray:
+  """Kept positions of a prune entry (fillers of its gap format dropped)."""
+  if entry['format'] == 'bitmap':
+    return np.flatnonzero(np.unpackbits(entry['bitmap'], count=n))
+  gaps = np.asarray(entry['gaps'], np.int64)
+  pos = np.cumsum(gaps) - 1
+  values = np.asarray(entry['values'], np.float32)
+  filler = (gaps == 255) & (values == 0)
+  return pos[~filler]
+
+
+def _value_node(coder: tuple[str, dict] | None, dense_flat: np.ndarray,
+                positions: np.ndarray | None, streams: list[Stream]) -> dict:
+  """Appends the streams of the values at `positions` and returns the node."""
+  sel = slice(None) if positions is None else positions
+  if coder is None:
+    streams.append(_float_stream(dense_flat[sel]))
+    return {'k': 'raw', 'v': len(streams) - 1}
+  kind, f = coder
+  node: dict[str, Any] = {'k': kind, 'bits': f['bits']}
+  streams.append(_int_stream(f['u'][sel], f['bits']))
+  node['codes'] = len(streams) - 1
+  if kind == 'shared':
+    streams.append(_float_stream(f['codebook']))
+    node['codebook'] = len(streams) - 1
+  else:
+    streams.append(_float_stream(f['scale']))
+    node['scale'] = len(streams) - 1
+    if f['zp'] is not None:
+      streams.append(_int_stream(f['zp'], 8, entropy=False))
+      node['zp'] = len(streams) - 1
+  return node
+
+
+def _sparse(positions: np.ndarray, n: int, coder, dense_flat, coding: str
+            ) -> tuple[dict, list[Stream]]:
+  streams: list[Stream] = []
+  pos_node, pos_stream = _position_stream(positions, n, coding)
+  streams.append(pos_stream)
+  node = {'k': 'sparse', 'pos': 0, 'count': int(positions.size), **pos_node}
+  node['v'] = _value_node(coder, dense_flat, positions, streams)
+  return node, streams
+
+
+def _dct_plan(entry: Mapping[str, Any], coding: str) -> tuple[dict, list[Stream]]:
+  """The node of a dct entry: sparse coefficients, then the inverse DCT."""
+  m, n = int(entry['rows']), int(entry['cols'])
+  count, bits = int(entry['count']), int(entry['bits'])
+  if 'bitmap' in entry:
+    pos = np.flatnonzero(np.unpackbits(entry['bitmap'])[:m * n])
+  else:
+    pos = np.asarray(entry['index'], np.int64)
+  if bits:
+    qmax = 2 ** (bits - 1) - 1
+    if bits == 8:
+      codes = np.asarray(entry['codes'], np.int64)
+    else:
+      planes = np.unpackbits(entry['codes'])[:count * bits].reshape(count, bits)
+      codes = planes.astype(np.int64) @ (2 ** np.arange(bits - 1, -1, -1)) - qmax
+    coder = ('quant', {'bits': bits, 'u': codes + qmax,
+                       'scale': np.asarray(entry['scale'], np.float32).reshape(1),
+                       'zp': None})
+    full = np.zeros(m * n, np.int64)
+    full[pos] = codes + qmax
+    coder[1]['u'] = full
+    dense = None
+  else:
+    coder = None
+    dense = np.zeros(m * n, np.float32)
+    dense[pos] = np.asarray(entry['values'], np.float32)
+  node, streams = _sparse(pos, m * n, coder, dense, coding)
+  return {'k': 'dct', 'br': int(entry['block_rows']),
+          'bc': int(entry['block_cols']), 'c': node}, streams
+
+
+def _encode_leaf(path: str, dense: np.ndarray, found: list[tuple[str, Any]],
+                 ref: str | None, coding: str) -> tuple[dict, list[Stream], str]:
+  """(node, streams, encoding name) of one dense leaf from its entries."""
+  shape = tuple(dense.shape)
+  n = int(dense.size)
+  flat = np.asarray(dense, np.float32).reshape(-1)
+  if ref is not None:
+    return {'k': 'ref', 'path': ref}, [], 'shared-factor'
+  names = [name for name, _ in found]
+  by = dict(found)
+  if 'dct' in by:
+    node, streams = _dct_plan(by['dct'], coding)
+    return node, streams, '+'.join(names)
+  coder = None
+  for name in names:
+    if name in ('quantize', 'kmeans'):
+      coder = _value_coder(name, by[name], n)
+      break
+  if 'prune' in by:
+    node, streams = _sparse(_prune_positions(by['prune'], n), n, coder, flat,
+                            coding)
+    return node, streams, '+'.join(names)
+  streams: list[Stream] = []
+  node = _value_node(coder, flat, None, streams)
+  encoding = '+'.join(names) or 'float32'
+  # Many exact zeros (a k-means zero cluster, zero codes, a pruned float
+  # leaf): store only the nonzero positions when that is smaller.
+  nz = np.flatnonzero(flat != 0)
+  if nz.size < n:
+    s_node, s_streams = _sparse(nz, n, coder, flat, coding)
+    if sum(s.stored_bytes(coding) for s in s_streams) < sum(
+        s.stored_bytes(coding) for s in streams):
+      return s_node, s_streams, encoding + '+sparse'
+  return node, streams, encoding
+
+
+def _leaf_bits(node: dict) -> int:
+  if node['k'] in ('sparse',):
+    return _leaf_bits(node['v'])
+  if node['k'] == 'dct':
+    return _leaf_bits(node['c'])
+  if node['k'] in ('quant', 'shared'):
+    return int(node['bits'])
+  return 0 if node['k'] == 'ref' else 32
+
+
+def flatten(tree: Any, prefix: str = '') -> dict[str, np.ndarray]:
+  """{'/'-joined path: numpy array} of a nested dict of arrays, in key order."""
+  out: dict[str, np.ndarray] = {}
+  if isinstance(tree, Mapping):
+    for key in sorted(tree):
+      out.update(flatten(tree[key], f'{prefix}{key}/'))
+  else:
+    out[prefix[:-1]] = np.asarray(tree)
+  return out
+
+
+def _exports(exports: Any) -> list[dict]:
+  if isinstance(exports, Mapping):
+    return [dict(exports)] if exports else []
+  return [dict(e) for e in exports]
+
+
+def plan(dense: Any, exports: Any, methods: Sequence[str],
+         coding: str = 'huffman', check: bool = True) -> list[Leaf]:
+  """The encoding plan of every dense leaf (see the module docstring).
+
+  Args:
+    dense: the dense tree the model runs with (`compressor.apply` output).
+    exports: `compressor.export(params, state)`: one `{path: entry}` dict per
+      chained method (a single dict for one method, {} or () for none).
+    methods: the chained method names, in order (`compression.method_names`).
+    coding: 'fixed' or 'huffman' (which stored size choices minimise).
+    check: decode each plan and fall back to float32 where it does not
+      reproduce the dense leaf.
+
+  Returns:
+    One Leaf per dense leaf, in sorted path order.
+
+  Raises:
+    InputError: unknown coding, or exports that do not match the methods.
+  """
+  if coding not in CODINGS:
+    raise InputError(f'coding: unknown {coding!r}; valid: {", ".join(CODINGS)}')
+  per_method = _exports(exports)
+  methods = list(methods)
+  if len(per_method) != len(methods):
+    raise InputError(f'accounting: {len(per_method)} export dicts for '
+                     f'{len(methods)} methods {methods}')
+  leaves = flatten(dense)
+  refs: dict[str, str] = {}
+  for name, entries in zip(methods, per_method):
+    if name == 'lowrank':
+      for p, e in entries.items():
+        if 'u_of' in e:
+          refs[f'{p}/u'] = f"{e['u_of']}/u"
+  out = []
+  for path, value in leaves.items():
+    found = [(name, entries[path]) for name, entries in zip(methods, per_method)
+             if path in entries]
+    parent = path.rsplit('/', 1)[0] if '/' in path else None
+    extra = tuple(name for name, entries in zip(methods, per_method)
+                  if parent is not None and parent in entries and
+                  name == 'lowrank')
+    node, streams, encoding = _encode_leaf(path, value, found, refs.get(path),
+                                           coding)
+    if extra:
+      encoding = '+'.join(extra + ((encoding,) if encoding != 'float32'
+                                   else ()))
+    if check and node['k'] != 'ref':
+      try:
+        got = decode_leaf(node, [s.data for s in streams], tuple(value.shape))
+        tol = DCT_ATOL if node['k'] == 'dct' else 0.0
+        ok = got.shape == value.shape and (
+            np.array_equal(got, value.astype(np.float32)) if tol == 0 else
+            np.allclose(got, value, rtol=0, atol=tol))
+      except (InputError, ValueError, IndexError, KeyError):
+        ok = False
+      if not ok:
+        streams = [_float_stream(value)]
+        node = {'k': 'raw', 'v': 0}
+        encoding += '+fallback'
+    names = tuple(n for n, _ in found) + extra
+    out.append(Leaf(path, tuple(int(d) for d in value.shape), names, encoding,
+                    node, streams, int(np.count_nonzero(value)),
+                    _leaf_bits(node)))
+  return out
+
+
+@dataclasses.dataclass
+class Sizes:
+  """Byte totals of a plan."""
+  dense_bytes: int  # float32 of every dense parameter.
+  fixed_width_bytes: int  # Payload with fixed-width integer codes.
+  entropy_coded_bytes: int  # Payload with Huffman-coded integer codes.
+  params_total: int
+  params_nonzero: int
+
+  def ratio(self, stored: int) -> float:
+    return self.dense_bytes / max(1, stored)
+
+
+def sizes(leaves: Sequence[Leaf]) -> Sizes:
+  """Dense, fixed-width and entropy-coded byte totals of a plan.
+
+  Args:
+    leaves: `plan(...)` output (its position formats were chosen for the
+      plan's coding; for exact numbers size each coding's own plan).
+
+  Returns:
+    The Sizes.
+  """
+  dense = sum(4 * int(np.prod(l.shape, dtype=np.int64)) for l in leaves
+              if l.node['k'] != 'ref')
+  ref_params = sum(int(np.prod(l.shape, dtype=np.int64)) for l in leaves
+                   if l.node['k'] == 'ref')
+  return Sizes(
+      dense_bytes=dense + 4 * ref_params,
+      fixed_width_bytes=sum(l.bytes('fixed') for l in leaves),
+      entropy_coded_bytes=sum(l.bytes('huffman') for l in leaves),
+      params_total=sum(int(np.prod(l.shape, dtype=np.int64)) for l in leaves),
+      params_nonzero=sum(l.nonzeros for l in leaves))
+
+
+def account(dense: Any, exports: Any, methods: Sequence[str]) -> dict[str, Any]:
+  """The size report of a compressed model (payload only, no file header).
+
+  Args:
+    dense: `compressor.apply(params, state)`.
+    exports: `compressor.export(params, state)`.
+    methods: the chained method names.
+
+  Returns:
+    {'dense_bytes', 'fixed_width_bytes', 'entropy_coded_bytes',
+    'compression_ratio_fixed', 'compression_ratio_entropy', 'leaves': [rows]}
+    where each row has path, shape, methods, encoding, bits, nonzeros,
+    fixed_bytes and entropy_bytes.
+  """
+  fixed = plan(dense, exports, methods, 'fixed')
+  entropy = plan(dense, exports, methods, 'huffman')
+  s_fixed, s_ent = sizes(fixed), sizes(entropy)
+  rows = [{'path': a.path, 'shape': list(a.shape),
+           'methods': ','.join(a.methods), 'encoding': b.encoding,
+           'bits': b.bits, 'nonzeros': b.nonzeros,
+           'fixed_bytes': a.bytes('fixed'), 'entropy_bytes': b.bytes('huffman')}
+          for a, b in zip(fixed, entropy)]
+  return {
+      'dense_bytes': s_fixed.dense_bytes,
+      'fixed_width_bytes': s_fixed.fixed_width_bytes,
+      'entropy_coded_bytes': s_ent.entropy_coded_bytes,
+      'compression_ratio_fixed': s_fixed.ratio(s_fixed.fixed_width_bytes),
+      'compression_ratio_entropy': s_ent.ratio(s_ent.entropy_coded_bytes),
+      'leaves': rows,
+  }
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+  """A per-leaf text table plus totals of an `account` report."""
+  lines = [f"{'path':40s} {'shape':>12s} {'methods':>16s} {'bits':>4s} "
+           f"{'nonzero':>8s} {'fixed B':>8s} {'huff B':>8s}"]
+  for r in report['leaves']:
+    lines.append(f"{r['path']:40s} {'x'.join(map(str, r['shape'])):>12s} "
+                 f"{(r['methods'] or '-'):>16s} {r['bits']:4d} "
+                 f"{r['nonzeros']:8d} {r['fixed_bytes']:8d} "
+                 f"{r['entropy_bytes']:8d}")
+  lines.append(f"total: dense {report['dense_bytes']} B, fixed-width "
+               f"{report['fixed_width_bytes']} B "
+               f"({report['compression_ratio_fixed']:.1f}x), entropy-coded "
+               f"{report['entropy_coded_bytes']} B "
+               f"({report['compression_ratio_entropy']:.1f}x)")
+  return '\n'.join(lines)
+

@@ -1,0 +1,468 @@
+r"""The compressed artifact: one versioned file holding a model, and its reader.
+
+`write(...)` stores the encoding plans of `compression.accounting` (packed or
+Huffman-coded integer codes, positions, scales, codebooks, factors, float32
+leaves) with everything needed to rebuild and run the model; `read(path)`
+validates the file, rebuilds the dense parameters in pure numpy and builds the
+model with `models.make`. Nothing is ever unpickled.
+
+File layout (all integers little-endian):
+
+  ========  ===========  =====================================================
+  offset    size         content
+  ========  ===========  =====================================================
+  0         4            magic b'RNNC'
+  4         2            format version (uint16), currently 1
+  6         2            reserved, 0
+  8         4            H: header length in bytes (uint32)
+  12        H            header: zlib-deflated UTF-8 JSON (see below)
+  12 + H    P            payload: the blocks, back to back
+  12 + H + P  32         SHA-256 of bytes [0, 12 + H + P)
+  ========  ===========  =====================================================
+
+The header is JSON (deflated, because its repeated keys would otherwise cost
+as much as a small model's weights) with: `version`,
+`config` (the recipe label), `task`, `model` (the `config.model` section:
+cell, hidden, layers, pooling, embed_dim, dtype, unroll), `info` (the
+dataset's scalar facts: num_classes / horizon / vocab_size, input_dim,
+max_len, ...), `hidden_state` (the `config.compression.hidden_state`
+section, present only when the in-model state quantizers are on), `data`
+(`name`, `kwargs` and `eval_batch_size` of `config.data`, so the artifact can
+be evaluated alone), `methods`, `payload_bytes` P, and `leaves`: one object
+per dense leaf with `path`, `shape`, `dtype` ('float32'), `encoding` (e.g.
+'prune+kmeans'), `node` (the decoding tree, see `compression.accounting`) and
+`blocks`: one `[coding, bits, count, offset, length]` per stream the node
+indexes, offset relative to the payload start:
+
+  * 'raw': `count` float32 values (bits 32), 4 * count bytes;
+  * 'packed': `count` unsigned codes of `bits` (1..8) bits,
+    `quantization.pack_bits` order, ceil(count * bits / 8) bytes;
+  * 'huffman': a canonical Huffman code (`accounting.huffman_encode`): a
+    table of 4-bit code lengths for the 2^bits alphabet, then the codes
+    MSB first.
+
+So the file size is exactly 44 + H + P, with P the accounting total of the
+chosen coding (`accounting.sizes`).
+
+Rebuilt parameters: a low-rank kernel is rebuilt as its factor dict
+`{'u', 'v'}` (the model multiplies through it, as in training), every other
+leaf as a dense float32 array, bit-identical to `compressor.apply`'s (DCT
+kernels to float rounding, < 1e-5).
+
+A damaged or foreign file raises one `InputError` line naming the file and
+the problem (`artifact model.rnnc: checksum mismatch (file damaged)`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import zlib
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from compression import accounting
+from compression.errors import InputError
+
+MAGIC = b'RNNC'
+VERSION = 1
+FILENAME = 'model.rnnc'
+_PREFIX = struct.Struct('<4sHHI')  # magic, version, reserved, header length.
+_DIGEST = 32
+OVERHEAD = _PREFIX.size + _DIGEST  # Bytes besides the header and payload.
+_MAX_HEADER = 64 << 20  # Inflated header bytes a reader accepts.
+_MAX_ELEMENTS = 1 << 28  # Elements of one leaf a reader accepts.
+_CODINGS = ('raw', 'packed', 'huffman')
+
+
+class Artifact(NamedTuple):
+  """A read artifact."""
+  header: dict  # The parsed JSON header.
+  params: dict  # Nested dict of float32 numpy arrays (factor dicts kept).
+  model: Any  # The Flax module built by models.make.
+  file_bytes: int
+
+
+# ----------------------------------------------------------------------------
+# Writing
+
+
+def _scalar_info(info: Mapping[str, Any]) -> dict[str, Any]:
+  """The JSON-able scalar entries of a dataset's info dict."""
+  out = {}
+  for k, v in info.items():
+    if isinstance(v, (bool, np.bool_)):
+      out[k] = bool(v)
+    elif isinstance(v, (int, np.integer)):
+      out[k] = int(v)
+    elif isinstance(v, (float, np.floating)):
+      out[k] = float(v)
+    elif isinstance(v, str):
+      out[k] = v
+  return out
+
+
+def _to_dict(section: Any) -> Any:
+  if section is None:
+    return None
+  return section.to_dict() if hasattr(section, 'to_dict') else dict(section)
+
+
+def _block_bytes(stream: accounting.Stream, coding: str) -> tuple[str, bytes]:
+  from compression import quantization  # pylint: disable=g-import-not-at-top
+  how = stream.coding(coding)
+  if how == 'raw':
+    return how, np.asarray(stream.data, '<f4').tobytes()
+  if how == 'huffman':
+    return how, accounting.huffman_encode(stream.data, stream.bits)
+  return how, quantization.pack_bits(stream.data, stream.bits).tobytes()
+
+
+def encode(leaves: Sequence[accounting.Leaf], meta: Mapping[str, Any],
+           coding: str) -> bytes:
+  """The artifact bytes of encoding plans plus header metadata.
+
+  Args:
+    leaves: `accounting.plan(..., coding)` output.
+    meta: header fields besides `leaves`, `coding` and `payload_bytes`.
+    coding: 'fixed' | 'huffman'.
+
+  Returns:
+    The whole file.
+  """
+  payload = bytearray()
+  rows = []
+  for leaf in leaves:
+    blocks = []
+    for s in leaf.streams:
+      how, data = _block_bytes(s, coding)
+      assert len(data) == s.stored_bytes(coding), (leaf.path, how)
+      blocks.append([how, s.bits, s.count, len(payload), len(data)])
+      payload += data
+    rows.append({'path': leaf.path, 'shape': list(leaf.shape),
+                 'dtype': 'float32', 'encoding': leaf.encoding,
+                 'node': leaf.node, 'blocks': blocks})
+  header = {'version': VERSION, **meta, 'payload_bytes': len(payload),
+            'leaves': rows}
+  text = json.dumps(header, separators=(',', ':'), sort_keys=True)
+  head = zlib.compress(text.encode('utf-8'), 9)
+  body = _PREFIX.pack(MAGIC, VERSION, 0, len(head)) + head + bytes(payload)
+  return body + hashlib.sha256(body).digest()
+
+
+def write(path: str, *, dense: Any, exports: Any, methods: Sequence[str],
+          model_cfg: Any, task: str, info: Mapping[str, Any],
+          data_cfg: Any = None, hidden_state: Any = None, label: str = '',
+          coding: str = 'huffman') -> dict[str, Any]:
+  """Writes the artifact of a compressed model (atomically).
+
+  Args:
+    path: the file to write.
+    dense: `compressor.apply(params, state)`.
+    exports: `compressor.export(params, state)`.
+    methods: the chained method names in order.
+    model_cfg: `config.model`.
+    task: the dataset's task.
+    info: the dataset's info dict (scalars are kept).
+    data_cfg: `config.data` (lets `read` users evaluate the file alone).
+    hidden_state: `config.compression.hidden_state`.
+    label: the recipe label.
+    coding: 'fixed' or 'huffman' (integer codes Huffman-coded where smaller).
+
+  Returns:
+    {'file_bytes', 'header_bytes', 'payload_bytes', 'dense_bytes',
+    'fixed_width_bytes', 'entropy_coded_bytes', 'leaves': per-leaf rows}.
+  """
+  dense = accounting.flatten(_host(dense))
+  nested = _nest(dense)
+  leaves = accounting.plan(nested, exports, methods, coding)
+  meta = {'config': label, 'task': task, 'model': _to_dict(model_cfg),
+          'info': _scalar_info(info), 'methods': list(methods)}
+  if data_cfg is not None:
+    # What evaluation needs; the training batch size is not.
+    d = _to_dict(data_cfg)
+    meta['data'] = {k: d[k] for k in ('name', 'kwargs', 'eval_batch_size')
+                    if k in d}
+  hidden = _to_dict(hidden_state)
+  if hidden and (hidden.get('bits') or hidden.get('cell_bits')):
+    meta['hidden_state'] = hidden  # Absent: the state is not quantized.
+  blob = encode(leaves, meta, coding)
+  tmp = path + '.tmp'
+  with open(tmp, 'wb') as f:
+    f.write(blob)
+  os.replace(tmp, path)
+  report = accounting.account(nested, exports, methods)
+  head_len = _PREFIX.unpack_from(blob)[3]
+  payload = sum(l.bytes(coding) for l in leaves)
+  report.update(file_bytes=len(blob), header_bytes=head_len + OVERHEAD,
+                payload_bytes=payload, path=path, coding=coding)
+  return report
+
+
+def _host(tree: Any) -> Any:
+  if isinstance(tree, Mapping):
+    return {k: _host(v) for k, v in tree.items()}
+  return np.asarray(tree)
+
+
+def _nest(flat: Mapping[str, np.ndarray]) -> dict:
+  out: dict = {}
+  for path, value in flat.items():
+    keys = path.split('/')
+    node = out
+    for k in keys[:-1]:
+      node = node.setdefault(k, {})
+      if not isinstance(node, dict):
+        raise InputError(f'path {path!r} nests under a leaf')
+    if keys[-1] in node:
+      raise InputError(f'path {path!r} appears twice')
+    node[keys[-1]] = value
+  return out
+
+
+def write_run(config: Any, task: str, info: Mapping[str, Any],
+              compressor: Any, params: Any, comp_state: Any, dense: Any,
+              workdir: str, coding: str = 'huffman') -> dict[str, Any]:
+  """Writes `<workdir>/model.rnnc` for a run; the results.json size fields.
+
+  Args:
+    config: the run's ConfigDict.
+    task: the dataset's task.
+    info: the dataset's info.
+    compressor: the run's chained Compressor.
+    params: the trained parameters (the compressor's representation).
+    comp_state: the compression state.
+    dense: `compressor.apply(params, comp_state)`.
+    workdir: the run directory.
+    coding: 'fixed' | 'huffman'.
+
+  Returns:
+    {'compressed_bytes' (the file's size on disk), 'compression_ratio',
+    'entropy_coded_bytes', 'fixed_width_bytes', 'artifact_header_bytes',
+    'artifact'}.
+  """
+  from compression import api  # pylint: disable=g-import-not-at-top
+  exports = compressor.export(params, comp_state)
+  report = write(
+      os.path.join(workdir, FILENAME), dense=dense, exports=exports,
+      methods=api.method_names(config.compression), model_cfg=config.model,
+      task=task, info=info, data_cfg=config.data,
+      hidden_state=config.compression.hidden_state,
+      label=f'{config.name}.py' + (f':{config.arg}' if config.arg else ''),
+      coding=coding)
+  size = os.path.getsize(report['path'])
+  return {
+      'artifact': FILENAME,
+      'compressed_bytes': size,
+      'compression_ratio': report['dense_bytes'] / size,
+      'entropy_coded_bytes': report['entropy_coded_bytes'],
+      'fixed_width_bytes': report['fixed_width_bytes'],
+      'artifact_header_bytes': report['header_bytes'],
+  }
+
+
+# ----------------------------------------------------------------------------
+# Reading
+
+
+def _fail(name: str, why: str) -> InputError:
+  return InputError(f'artifact {name}: {why}')
+
+
+def _expect(cond: bool, what: str) -> None:
+  if not cond:
+    raise ValueError(what)
+
+
+def _int(v: Any, lo: int, hi: int, what: str) -> int:
+  _expect(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi,
+          f'{what} {v!r} outside {lo}..{hi}')
+  return v
+
+
+def _read_stream(block: Any, payload: memoryview) -> np.ndarray:
+  """Decodes one block descriptor to float32 values or integer symbols."""
+  from compression import quantization  # pylint: disable=g-import-not-at-top
+  _expect(isinstance(block, list) and len(block) == 5, 'bad block descriptor')
+  how, bits, count, offset, length = block
+  _expect(how in _CODINGS, f'unknown block coding {how!r}')
+  count = _int(count, 0, _MAX_ELEMENTS, 'block count')
+  offset = _int(offset, 0, len(payload), 'block offset')
+  length = _int(length, 0, len(payload) - offset, 'block length')
+  data = bytes(payload[offset:offset + length])
+  if how == 'raw':
+    _expect(bits == 32 and length == 4 * count, 'raw block size mismatch')
+    return np.frombuffer(data, '<f4').astype(np.float32)
+  bits = _int(bits, 1, 8, 'code width')
+  if how == 'packed':
+    _expect(length == -(-count * bits // 8), 'packed block size mismatch')
+    return quantization.unpack_bits(np.frombuffer(data, np.uint8), bits, count)
+  return accounting.huffman_decode(data, bits, count)
+
+
+def parse(blob: bytes, name: str = 'artifact') -> tuple[dict, dict]:
+  """Validates an artifact's bytes; the header and the flat dense leaves.
+
+  Args:
+    blob: the file's bytes.
+    name: the file name used in error messages.
+
+  Returns:
+    (header, {path: float32 array}).
+
+  Raises:
+    InputError: anything wrong with the file, as one line.
+  """
+  n = len(blob)
+  if n < OVERHEAD:
+    raise _fail(name, f'{n} bytes is too short for an artifact (truncated?)')
+  magic, version, reserved, head_len = _PREFIX.unpack_from(blob)
+  if magic != MAGIC:
+    raise _fail(name, f'not an rnnc artifact (magic {magic!r})')
+  if version != VERSION:
+    raise _fail(name, f'format version {version} is not supported (this '
+                f'reader reads version {VERSION})')
+  if hashlib.sha256(blob[:-_DIGEST]).digest() != blob[-_DIGEST:]:
+    raise _fail(name, 'checksum mismatch (file damaged)')
+  try:
+    _expect(reserved == 0, 'reserved field is not 0')
+    _expect(_PREFIX.size + head_len <= n - _DIGEST, 'header runs past the end')
+    inflater = zlib.decompressobj()
+    text = inflater.decompress(blob[_PREFIX.size:_PREFIX.size + head_len],
+                               _MAX_HEADER)
+    _expect(inflater.eof and not inflater.unconsumed_tail, 'header too large '
+            'or cut short')
+    header = json.loads(text.decode('utf-8'))
+    _expect(isinstance(header, dict), 'header is not a JSON object')
+    _expect(header.get('version') == VERSION, 'header version mismatch')
+    start = _PREFIX.size + head_len
+    p_len = _int(header.get('payload_bytes'), 0, n, 'payload_bytes')
+    _expect(start + p_len + _DIGEST == n, 'payload size does not match the '
+            'file size')
+    payload = memoryview(blob)[start:start + p_len]
+    rows = header.get('leaves')
+    _expect(isinstance(rows, list), 'header has no leaf list')
+    dense: dict[str, np.ndarray] = {}
+    for row in rows:
+      _expect(isinstance(row, dict), 'leaf entry is not an object')
+      path = row.get('path')
+      _expect(isinstance(path, str) and path and path not in dense,
+              f'bad or repeated leaf path {path!r}')
+      shape = row.get('shape')
+      _expect(isinstance(shape, list) and len(shape) <= 4, f'{path}: bad shape')
+      shape = tuple(_int(d, 0, _MAX_ELEMENTS, f'{path}: dimension')
+                    for d in shape)
+      _expect(int(np.prod(shape, dtype=np.int64)) <= _MAX_ELEMENTS,
+              f'{path}: too many elements')
+      _expect(row.get('dtype') == 'float32', f'{path}: dtype must be float32')
+      node = row.get('node')
+      _expect(isinstance(node, dict), f'{path}: node is not an object')
+      blocks = row.get('blocks')
+      _expect(isinstance(blocks, list), f'{path}: no block list')
+      streams = [_read_stream(b, payload) for b in blocks]
+      value = accounting.decode_leaf(node, streams, shape, dense)
+      _expect(tuple(value.shape) == shape and value.dtype == np.float32,
+              f'{path}: decodes to shape {value.shape}')
+      dense[path] = value
+  except InputError as e:
+    raise _fail(name, str(e)) from None
+  except (ValueError, KeyError, TypeError, IndexError, AttributeError,
+          OverflowError, UnicodeDecodeError, zlib.error,
+          RecursionError) as e:
+    raise _fail(name, f'malformed ({e})') from None
+  return header, dense
+
+
+def build_model(header: Mapping[str, Any], name: str = 'artifact') -> Any:
+  """The Flax module an artifact header describes (`models.make`)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  import compression  # pylint: disable=g-import-not-at-top
+  import models  # pylint: disable=g-import-not-at-top
+  try:
+    model_cfg = ml_collections.ConfigDict(dict(header['model']))
+    hidden = header.get('hidden_state') or {'bits': 0, 'cell_bits': 0,
+                                            'cell_clip': 4.0}
+    hooks = compression.model_hooks(
+        ml_collections.ConfigDict({'hidden_state': dict(hidden)}))
+    return models.make(model_cfg, header['task'], dict(header['info']),
+                       state_fn=hooks[0], cell_state_fn=hooks[1])
+  except InputError as e:
+    raise _fail(name, f'model: {e}') from None
+  except (KeyError, TypeError, ValueError, AttributeError) as e:
+    raise _fail(name, f'model description malformed ({e})') from None
+
+
+def check_shapes(model: Any, header: Mapping[str, Any],
+                 dense: Mapping[str, np.ndarray], name: str = 'artifact'
+                 ) -> None:
+  """Every parameter of the model is present with its shape (or its factors).
+
+  Raises:
+    InputError: a missing, extra or misshapen leaf.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  info = header['info']
+  t = int(info.get('max_len', 4) or 4)
+  f = int(info.get('input_dim', 1) or 1)
+  if header['task'] == 'language_model':
+    x = jax.ShapeDtypeStruct((1, t), jnp.int32)
+  else:
+    x = jax.ShapeDtypeStruct((1, t, f), jnp.float32)
+  lengths = jax.ShapeDtypeStruct((1,), jnp.int32)
+  shapes = jax.eval_shape(lambda x, l: model.init(jax.random.PRNGKey(0), x, l),
+                          x, lengths)['params']
+  want = {}
+  for kp, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
+    want['/'.join(str(getattr(k, 'key', k)) for k in kp)] = tuple(leaf.shape)
+  seen = set()
+  for p, shape in want.items():
+    if p in dense:
+      if tuple(dense[p].shape) != shape:
+        raise _fail(name, f'{p} has shape {tuple(dense[p].shape)}, the model '
+                    f'needs {shape}')
+      seen.add(p)
+    elif f'{p}/u' in dense and f'{p}/v' in dense and len(shape) == 2:
+      u, v = dense[f'{p}/u'].shape, dense[f'{p}/v'].shape
+      if len(u) != 2 or len(v) != 2 or u[0] != shape[0] or v[1] != shape[1] \
+          or u[1] != v[0]:
+        raise _fail(name, f'{p} factors {u} x {v} do not make {shape}')
+      seen.update((f'{p}/u', f'{p}/v'))
+    else:
+      raise _fail(name, f'parameter {p} is missing')
+  extra = sorted(set(dense) - seen)
+  if extra:
+    raise _fail(name, f'unexpected leaves {", ".join(extra)}')
+
+
+def read(path: str) -> Artifact:
+  """Reads, validates and rebuilds an artifact.
+
+  Args:
+    path: the file.
+
+  Returns:
+    The Artifact: header, parameters (nested dict) and the Flax module;
+    `artifact.model.apply({'params': artifact.params}, x, lengths)` runs it.
+
+  Raises:
+    InputError: a missing or damaged file (one line).
+  """
+  name = os.path.basename(path)
+  try:
+    with open(path, 'rb') as f:
+      blob = f.read()
+  except OSError as e:
+    raise InputError(f'artifact {path}: cannot be read ({e.strerror})') from None
+  header, dense = parse(blob, name)
+  model = build_model(header, name)
+  check_shapes(model, header, dense, name)
+  return Artifact(header, _nest(dense), model, len(blob))
+
+
+def predict(artifact: Artifact, x: Any, lengths: Any) -> Any:
+  """The model output of an artifact on a batch (logits or forecasts)."""
+  return artifact.model.apply({'params': artifact.params}, x, lengths)
