@@ -422,6 +422,14 @@ def evaluate_params(setup: Setup, eval_fn, dense: Any, split: dict,
   return finish_metrics(setup.dataset.task, totals, setup.dataset.info)
 
 
+def model_param_count(setup: Setup) -> int:
+  """Parameters of the uncompressed model (shapes only, nothing computed)."""
+  example = jax.tree.map(lambda a: a[:2], setup.dataset.train)
+  shapes = jax.eval_shape(setup.model.init, jax.random.PRNGKey(0),
+                          example['x'], example['lengths'])['params']
+  return int(sum(np.prod(s.shape) for s in jax.tree.leaves(shapes)))
+
+
 def params_digest(dense: Any) -> str:
   """SHA-256 over every leaf's bytes in tree order: equal iff bit-identical."""
   h = hashlib.sha256()
@@ -702,6 +710,10 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
   writer.write(steps, 'test', ev)
   writer.close()
   sizes = size_report(dense)
+  # The reference size is the uncompressed model's: float32 for every
+  # parameter of the model as the config defines it (a low-rank model's
+  # dense view holds factors, which are fewer).
+  sizes['dense_bytes'] = 4 * model_param_count(setup)
   trained = steps - start_step
   results = {
       'config': config_label(config),
@@ -723,6 +735,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
       'resumed_from_step': start_step,
       'params_sha256': params_digest(state.params),
   }
+  results['compression_ratio'] = (results['dense_bytes']
+                                  / results['compressed_bytes'])
   if task == 'forecasting':
     results['naive_rmse'] = ev['naive_rmse']
   results.update(compression.report(config.compression, state.comp_state,

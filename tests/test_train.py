@@ -49,7 +49,9 @@ def test_smoke_run_of_every_recipe(name, tmp_path):
   metric = 'test_' + train.TASK_METRIC[on_disk['task']]
   assert np.isfinite(on_disk[metric])
   assert on_disk['params_total'] > 0
-  assert on_disk['dense_bytes'] == 4 * on_disk['params_total']
+  # The reference size is the uncompressed model's float32 size.
+  assert on_disk['dense_bytes'] == 4 * train.model_param_count(train.build(config))
+  assert on_disk['compressed_bytes'] == os.path.getsize(tmp_path / on_disk['artifact'])
   assert results[metric] == on_disk[metric]
   rows = read_jsonl(tmp_path / 'metrics.jsonl')
   train_rows = [r for r in rows if r['split'] == 'train']
