@@ -71,7 +71,10 @@ def evaluate(config: Any, workdir: str, export: bool = False,
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise InputError(f'workdir {workdir}: holds no checkpoints/ to evaluate')
   mngr = train.checkpoint_manager(workdir, config, read_only=True)
-  state = train.restore_latest(mngr, target, workdir)
+  try:
+    state = train.restore_latest(mngr, target, workdir)
+  finally:
+    mngr.close()
   if state is None:
     raise InputError(f'workdir {workdir}: holds no checkpoint to evaluate')
   dense = jax.device_get(setup.compressor.apply(state.params, state.comp_state))

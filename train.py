@@ -281,6 +281,8 @@ def restore_params(workdir: str, target: Any) -> Any:
   except Exception as e:  # Orbax raises many types for a damaged directory.
     raise InputError(f'init_from: checkpoint {workdir}/checkpoints/{step} '
                      f'cannot be read ({type(e).__name__})') from None
+  finally:
+    mngr.close()
   want = jax.tree_util.tree_flatten_with_path(target)[0]
   got = dict((compression.core.path_str(p), v) for p, v in
              jax.tree_util.tree_flatten_with_path(params)[0])
@@ -594,11 +596,13 @@ def prepare_teacher(config: Any, student: Setup, workdir: str
     log('training the teacher %s into %s', config.teacher.config, t_dir)
     train_and_evaluate(t_config, t_dir)
   target = init_state(t_config, t_setup)
+  t_mngr = checkpoint_manager(t_dir, t_config, read_only=True)
   try:
-    state = restore_latest(checkpoint_manager(t_dir, t_config, read_only=True),
-                           target, t_dir)
+    state = restore_latest(t_mngr, target, t_dir)
   except InputError as e:
     raise InputError(f'teacher: {e}') from None
+  finally:
+    t_mngr.close()
   if state is None:
     raise InputError(f'teacher.workdir: {t_dir} holds no checkpoint')
   with open(os.path.join(t_dir, 'results.json')) as f:
@@ -702,6 +706,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
   if mngr.latest_step() != steps:  # E.g. post-training compression: 0 steps.
     save(state)
   mngr.wait_until_finished()
+  mngr.close()
   train_seconds = prior_seconds + run_seconds()
 
   dense = jax.device_get(dense_of(state))
