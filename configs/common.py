@@ -153,3 +153,14 @@ def make_smoke(c: ml_collections.ConfigDict) -> None:
   c.train.checkpoint_every = 2
   c.optimizer.warmup_steps = 1
   c.data.batch_size = min(c.data.batch_size, 16)
+
+
+def baseline_point(seed: int, smoke: bool) -> dict:
+  """The sweep point of the float GRU-64 baseline that a grid fine-tunes from.
+
+  It runs in stage 0, so the grid's other points can name it in
+  `init_from` ('{sweep_dir}/baseline_s<seed>').
+  """
+  return dict(name=f'baseline_s{seed}', group='baseline',
+              method='float baseline', config='gru_baseline.py',
+              arg='smoke' if smoke else '', overrides={'seed': seed}, stage=0)

@@ -99,9 +99,7 @@ def sweep(arg=None):
   smoke = ',smoke' if a.smoke else ''
   points = []
   for s in range(a.seeds or (1 if a.smoke else 3)):
-    points.append(dict(name=f'baseline_s{s}', group='baseline',
-                       method='float baseline', config='gru_baseline.py',
-                       arg=smoke.lstrip(','), overrides={'seed': s}, stage=0))
+    points.append(common.baseline_point(s, a.smoke))
     for sp in ((0.92,) if a.smoke else (0.8, 0.92)):
       points.append(dict(
           name=f'prune{sp}_s{s}', group=f'prune{sp}',

@@ -54,9 +54,9 @@ def sweep(arg=None):
   Per seed: the float GRU-64 baseline (stage 0, shared by the fine-tuned
   points), gradual pruning of it to 50/75/90/95% sparsity, 90% pruning while
   training from scratch (the baseline's 400-step budget), and the dense
-  GRU-21 that has about as many nonzero parameters as the 90%-sparse GRU-64
-  (2361 vs 2300), trained for 400 steps and for 800 (the baseline's 400 plus
-  the fine-tune's 400).
+  GRU-21 and GRU-16 that have about as many nonzero parameters as the 90%-
+  and 95%-sparse GRU-64 (2361 vs 2300, 1561 vs 1570), each trained for 400
+  steps and for 800 (the baseline's 400 plus the fine-tune's 400).
 
   Args:
     arg: `smoke` (a tiny grid of smoke runs), `seeds=N` (default 3;
@@ -72,9 +72,7 @@ def sweep(arg=None):
   points = []
   for s in range(a.seeds or (1 if a.smoke else 3)):
     tune = {'seed': s, 'init_from': f'{{sweep_dir}}/baseline_s{s}'}
-    points.append(dict(name=f'baseline_s{s}', group='baseline',
-                       method='float baseline', config='gru_baseline.py',
-                       arg=smoke, overrides={'seed': s}, stage=0))
+    points.append(common.baseline_point(s, a.smoke))
     for sp in sparsities:
       points.append(dict(name=f'prune{sp}_s{s}', group=f'prune{sp}',
                          method='gradual pruning (fine-tuned)',
@@ -84,9 +82,11 @@ def sweep(arg=None):
     points.append(dict(name=f'scratch0.9_s{s}', group='scratch0.9',
                        method='gradual pruning (from scratch)',
                        arg='sparsity=0.9,scratch', overrides={'seed': s}))
-    for steps in (400, 800):
-      points.append(dict(
-          name=f'dense21_{steps}_s{s}', group=f'dense21_{steps}',
-          method='small dense GRU', config='gru_baseline.py',
-          overrides={'seed': s, 'model.hidden': 21, 'train.steps': steps}))
+    for hidden in (21, 16):
+      for steps in (400, 800):
+        points.append(dict(
+            name=f'dense{hidden}_{steps}_s{s}', group=f'dense{hidden}_{steps}',
+            method='small dense GRU', config='gru_baseline.py',
+            overrides={'seed': s, 'model.hidden': hidden,
+                       'train.steps': steps}))
   return points

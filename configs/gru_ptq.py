@@ -56,9 +56,7 @@ def sweep(arg=None):
   smoke = ',smoke' if a.smoke else ''
   points = []
   for s in range(a.seeds or (1 if a.smoke else 3)):
-    points.append(dict(name=f'baseline_s{s}', group='baseline',
-                       method='float baseline', config='gru_baseline.py',
-                       arg=smoke.lstrip(','), overrides={'seed': s}, stage=0))
+    points.append(common.baseline_point(s, a.smoke))
     for bits in ((8, 2) if a.smoke else (8, 6, 4, 3, 2)):
       points.append(dict(
           name=f'ptq{bits}_s{s}', group=f'ptq{bits}', method='PTQ',

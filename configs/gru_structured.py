@@ -55,9 +55,7 @@ def sweep(arg=None):
   smoke = ',smoke' if a.smoke else ''
   points = []
   for s in range(a.seeds or (1 if a.smoke else 3)):
-    points.append(dict(name=f'baseline_s{s}', group='baseline',
-                       method='float baseline', config='gru_baseline.py',
-                       arg=smoke.lstrip(','), overrides={'seed': s}, stage=0))
+    points.append(common.baseline_point(s, a.smoke))
     for units in ((0.5,) if a.smoke else (0.25, 0.5, 0.75, 0.875)):
       points.append(dict(
           name=f'units{units}_s{s}', group=f'units{units}',

@@ -73,9 +73,7 @@ def sweep(arg=None):
   smoke = ',smoke' if a.smoke else ''
   points = []
   for s in range(a.seeds or (1 if a.smoke else 3)):
-    points.append(dict(name=f'baseline_s{s}', group='baseline',
-                       method='float baseline', config='gru_baseline.py',
-                       arg=smoke.lstrip(','), overrides={'seed': s}, stage=0))
+    points.append(common.baseline_point(s, a.smoke))
     for rank in ((1, 2) if a.smoke else (1, 2, 4, 8, 16, 32)):
       points.append(dict(
           name=f'rank{rank}_s{s}', group=f'rank{rank}',

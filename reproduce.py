@@ -1,0 +1,561 @@
+r"""Regenerates every table and plot of REPRODUCTION.md from fresh runs.
+
+  python reproduce.py                  # runs all sweeps (resuming), then writes
+  python reproduce.py --tables_only    # rewrites tables and plots from runs/
+  python reproduce.py --smoke          # the whole pipeline on :smoke grids,
+                                       # into /tmp/reproduction_smoke
+
+Each item of REPRODUCTION.md is the `sweep()` grid of one recipe (see
+sweep.py), run into `<root>/<item>` (default root runs/reproduction) with
+`--parallel` train.py processes at once. The float baselines of every grid
+are the same runs (same recipe and seeds, so bit-identical parameters), so
+they are trained once, in the first grid, and copied into the others before
+those start. Then the tables are written into REPRODUCTION.md between the
+markers `<!-- table:NAME -->` and `<!-- /table -->` (never by hand), and the
+plots into docs/reproduction/. Rerunning after an interruption finishes the
+unfinished points only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from typing import Sequence
+
+import sweep as sweep_lib
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+# Item -> recipe whose sweep() is its grid, in run order. The first grid
+# trains the shared baselines.
+SWEEPS = {
+    'prune': 'configs/gru_prune.py',
+    'deep_compression': 'configs/deep_compression.py',
+    'kmeans': 'configs/gru_kmeans.py',
+    'svd': 'configs/gru_svd.py',
+    'structured': 'configs/gru_structured.py',
+    'ptq': 'configs/gru_ptq.py',
+    'qat': 'configs/gru_qat.py',
+    'kd': 'configs/gru_kd.py',
+}
+
+# Columns averaged over seeds for the tables.
+SUMMARY_KEYS = (
+    'value', 'compressed_bytes', 'dense_bytes', 'params_nonzero',
+    'params_total', 'compression_ratio', 'fixed_width_bytes',
+    'entropy_coded_bytes', 'scratch_test_accuracy', 'teacher_test_accuracy',
+    'kept_hidden', 'shrunk_params_total', 'shrunk_dense_bytes',
+    'train_seconds', 'steps')
+
+# "No loss": a mean test accuracy at most this many percentage points below
+# the baseline's (one test example of 370 is 0.27 points).
+TOLERANCE_POINTS = 0.5
+
+_MARKER_RE = re.compile(r'(<!-- table:([a-z0-9_]+) -->\n)(.*?)(<!-- /table -->)',
+                        re.DOTALL)
+
+
+# ----------------------------------------------------------------------------
+# Formatting
+
+
+def _pct(s: dict | None, key: str = 'value') -> str:
+  """'98.38 ± 0.27' (percent, mean ± std over seeds) or 'n/a'."""
+  if not s or key not in s:
+    return 'n/a'
+  text = f'{100 * s[key]:.2f}'
+  if s.get('n', 1) > 1:
+    text += f' ± {100 * s.get(key + "_std", 0.0):.2f}'
+  return text
+
+
+def _int(s: dict | None, key: str) -> str:
+  if not s or key not in s or not math.isfinite(s[key]):
+    return 'n/a'
+  return f'{round(s[key]):,}'
+
+
+def _ratio(s: dict | None, dense: float | None) -> str:
+  if not s or not dense or not s.get('compressed_bytes'):
+    return 'n/a'
+  return f'{dense / s["compressed_bytes"]:.1f}x'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+  lines = ['| ' + ' | '.join(header) + ' |',
+           '|' + '|'.join('---' for _ in header) + '|']
+  lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
+  return '\n'.join(lines) + '\n'
+
+
+def _n(s: dict | None) -> str:
+  return str(s['n']) if s else '0'
+
+
+# ----------------------------------------------------------------------------
+# Tables (one function per marker; each gets {item: {group: summary}})
+
+Summaries = dict[str, dict[str, dict]]
+
+
+def table_zhu_gupta(S: Summaries) -> str:
+  """Large-sparse GRU-64 against small-dense GRU-21."""
+  g = S.get('prune', {})
+  base = g.get('baseline')
+  rows = [['GRU-64 dense (baseline)', '400', _int(base, 'params_nonzero'),
+           _int(base, 'compressed_bytes'), _pct(base), _n(base)]]
+  for sp in (0.5, 0.75, 0.9, 0.95):
+    s = g.get(f'prune{sp}')
+    rows.append([f'GRU-64, {100 * sp:g}% sparse, fine-tuned from baseline',
+                 '400 + 400', _int(s, 'params_nonzero'),
+                 _int(s, 'compressed_bytes'), _pct(s), _n(s)])
+  s = g.get('scratch0.9')
+  rows.append(['GRU-64, 90% sparse, pruned while training from scratch',
+               '400', _int(s, 'params_nonzero'), _int(s, 'compressed_bytes'),
+               _pct(s), _n(s)])
+  for hidden, like in ((21, 90), (16, 95)):
+    for steps in (400, 800):
+      s = g.get(f'dense{hidden}_{steps}')
+      rows.append([f'GRU-{hidden} dense (about the nonzeros of {like}% '
+                   'sparse)', str(steps), _int(s, 'params_nonzero'),
+                   _int(s, 'compressed_bytes'), _pct(s), _n(s)])
+  out = _table(['model', 'training steps', 'nonzero params',
+                'compressed bytes', 'test accuracy (%)', 'seeds'], rows)
+  sparse_ft, sparse_sc = g.get('prune0.9'), g.get('scratch0.9')
+  small4, small8 = g.get('dense21_400'), g.get('dense21_800')
+  if sparse_ft and sparse_sc and small4 and small8:
+    out += (
+        f'\nAt about 2.3k nonzeros and equal training steps: large-sparse '
+        f'{_pct(sparse_sc)} vs small-dense {_pct(small4)} (400 steps); '
+        f'large-sparse {_pct(sparse_ft)} vs small-dense {_pct(small8)} '
+        f'(800 steps).')
+  sparse95, small16 = g.get('prune0.95'), g.get('dense16_800')
+  if sparse95 and small16:
+    out += (f' At about 1.6k nonzeros (800 steps): large-sparse '
+            f'{_pct(sparse95)} vs small-dense {_pct(small16)}.')
+  if not out.endswith('\n'):
+    out += '\n'
+  return out
+
+
+def table_deep_compression(S: Summaries) -> str:
+  """Prune -> share -> Huffman, with the size after each stage."""
+  g = S.get('deep_compression', {})
+  base = g.get('baseline')
+  dense = base.get('dense_bytes') if base else None
+  rows = [['float baseline', _int(base, 'params_nonzero'),
+           _int(base, 'fixed_width_bytes'), _int(base, 'entropy_coded_bytes'),
+           _int(base, 'compressed_bytes'), _ratio(base, dense), _pct(base),
+           _n(base)]]
+  for sp in (0.8, 0.92):
+    stages = [(f'prune{sp}', f'pruned to {100 * sp:g}%')]
+    for k in (16, 4):
+      stages.append((f'prune{sp}_share{k}',
+                     f'pruned {100 * sp:g}% + {k} shared values + Huffman'))
+    for group, label in stages:
+      s = g.get(group)
+      rows.append([label, _int(s, 'params_nonzero'),
+                   _int(s, 'fixed_width_bytes'),
+                   _int(s, 'entropy_coded_bytes'),
+                   _int(s, 'compressed_bytes'), _ratio(s, dense), _pct(s),
+                   _n(s)])
+  return _table(['model', 'nonzero params', 'payload bytes (fixed width)',
+                 'payload bytes (Huffman)', 'artifact bytes',
+                 'ratio (float32 / artifact)', 'test accuracy (%)', 'seeds'],
+                rows)
+
+
+def table_kmeans(S: Summaries) -> str:
+  """Weight sharing alone, by codebook size."""
+  g = S.get('kmeans', {})
+  base = g.get('baseline')
+  dense = base.get('dense_bytes') if base else None
+  rows = [['float baseline', '32', _int(base, 'compressed_bytes'),
+           _ratio(base, dense), _pct(base), _n(base)]]
+  for k in (2, 4, 8, 16, 32):
+    s = g.get(f'kmeans{k}')
+    rows.append([f'{k} shared values per kernel', str(int(math.log2(k))),
+                 _int(s, 'compressed_bytes'), _ratio(s, dense), _pct(s),
+                 _n(s)])
+  return _table(['model', 'bits per kernel weight', 'artifact bytes',
+                 'ratio', 'test accuracy (%)', 'seeds'], rows)
+
+
+def table_hinton(S: Summaries, rows_by_item: dict[str, list[dict]]) -> str:
+  """Distilled GRU-16 against the same GRU-16 from scratch, per seed."""
+  num = sweep_lib._is_number  # pylint: disable=protected-access
+  runs = [r for r in rows_by_item.get('kd', [])
+          if r.get('group') == 'student' and r.get('status') == 'done'
+          and num(r.get('scratch_test_accuracy'))
+          and num(r.get('teacher_test_accuracy'))]
+  rows = []
+  for r in sorted(runs, key=lambda r: str(r['name'])):
+    rows.append([str(r['name']).rsplit('_s', 1)[-1],
+                 f'{100 * r["teacher_test_accuracy"]:.2f}',
+                 f'{100 * r["value"]:.2f}',
+                 f'{100 * r["scratch_test_accuracy"]:.2f}',
+                 f'{100 * (r["value"] - r["scratch_test_accuracy"]):+.2f}'])
+  s = S.get('kd', {}).get('student')
+  if s and runs:
+    gain = [r['value'] - r['scratch_test_accuracy'] for r in runs]
+    rows.append(['mean', _pct(s, 'teacher_test_accuracy'), _pct(s),
+                 _pct(s, 'scratch_test_accuracy'),
+                 f'{100 * sum(gain) / len(gain):+.2f}'])
+  teacher = S.get('kd', {}).get('teacher')
+  out = _table(['seed', 'teacher GRU-128 (%)', 'distilled GRU-16 (%)',
+                'GRU-16 from scratch (%)', 'distilled - scratch (points)'],
+               rows)
+  if teacher and s:
+    out += (f'\nSizes: teacher {_int(teacher, "compressed_bytes")} bytes, '
+            f'student {_int(s, "compressed_bytes")} bytes (artifact).\n')
+  return out
+
+
+def _no_loss(base: dict | None, candidates: list[tuple[str, dict]]
+             ) -> tuple[str, dict] | None:
+  """The smallest candidate whose mean accuracy is within the tolerance."""
+  if not base:
+    return None
+  ok = [(label, s) for label, s in candidates
+        if s and 100 * (base['value'] - s['value']) <= TOLERANCE_POINTS]
+  return min(ok, key=lambda x: x[1]['compressed_bytes']) if ok else None
+
+
+def table_prabhavalkar(S: Summaries) -> str:
+  """SVD rank against accuracy and size."""
+  g = S.get('svd', {})
+  base = g.get('baseline')
+  dense = base.get('dense_bytes') if base else None
+  rows = [['64 (float baseline)', _int(base, 'params_total'),
+           _int(base, 'compressed_bytes'), _ratio(base, dense), _pct(base),
+           _n(base)]]
+  cands = []
+  for rank in (32, 16, 8, 4, 2, 1):
+    s = g.get(f'rank{rank}')
+    cands.append((f'rank {rank}', s))
+    rows.append([str(rank), _int(s, 'params_total'),
+                 _int(s, 'compressed_bytes'), _ratio(s, dense), _pct(s),
+                 _n(s)])
+  out = _table(['recurrent-kernel rank', 'params', 'artifact bytes', 'ratio',
+                'test accuracy (%)', 'seeds'], rows)
+  best = _no_loss(base, cands)
+  if best:
+    out += (f'\nSmallest within {TOLERANCE_POINTS} points of the baseline: '
+            f'{best[0]}, {_int(best[1], "compressed_bytes")} bytes '
+            f'({_ratio(best[1], dense)} smaller than float32).\n')
+  return out
+
+
+def table_wen_iss(S: Summaries) -> str:
+  """Hidden units removed by unit pruning with group lasso."""
+  g = S.get('structured', {})
+  base = g.get('baseline')
+  dense = base.get('dense_bytes') if base else None
+  rows = [['0 (float baseline)', '64', _int(base, 'params_total'),
+           _int(base, 'compressed_bytes'), _ratio(base, dense), _pct(base),
+           _n(base)]]
+  cands = []
+  for units in (0.25, 0.5, 0.75, 0.875):
+    s = g.get(f'units{units}')
+    cands.append((f'{100 * units:g}% of units removed', s))
+    kept = f'{s["kept_hidden"]:.1f}'.rstrip('0').rstrip('.') if s and (
+        'kept_hidden' in s) else 'n/a'
+    rows.append([f'{100 * units:g}%', kept, _int(s, 'shrunk_params_total'),
+                 _int(s, 'compressed_bytes'), _ratio(s, dense), _pct(s),
+                 _n(s)])
+  out = _table(['hidden units removed', 'hidden units kept',
+                'params of the shrunk GRU', 'artifact bytes', 'ratio',
+                'test accuracy (%)', 'seeds'], rows)
+  best = _no_loss(base, cands)
+  if best:
+    out += (f'\nMost removed within {TOLERANCE_POINTS} points of the '
+            f'baseline: {best[0]} ({_ratio(best[1], dense)} smaller).\n')
+  return out
+
+
+def table_quant_bits(S: Summaries) -> str:
+  """PTQ against QAT by bit width."""
+  p, q = S.get('ptq', {}), S.get('qat', {})
+  base = p.get('baseline') or q.get('baseline')
+  dense = base.get('dense_bytes') if base else None
+  rows = [['32 (float)', _pct(base), _pct(base), _int(base, 'compressed_bytes'),
+           _ratio(base, dense)]]
+  for bits in (8, 6, 4, 3, 2):
+    sp, sq = p.get(f'ptq{bits}'), q.get(f'qat{bits}')
+    rows.append([str(bits), _pct(sp), _pct(sq), _int(sq or sp,
+                                                     'compressed_bytes'),
+                 _ratio(sq or sp, dense)])
+  return _table(['weight bits', 'PTQ test accuracy (%)',
+                 'QAT test accuracy (%)', 'artifact bytes (QAT)', 'ratio'],
+                rows)
+
+
+def table_run_info(S: Summaries, info: dict) -> str:
+  """How the numbers were made: command, machine, wall time."""
+  if not info:
+    return 'Not run yet.\n'
+  return (f'Generated by `{info["command"]}` on {info["date"]}: '
+          f'{info["runs"]} distinct grid points (the float baselines are shared '
+          f'by the grids), {info["wall_minutes"]:.1f} min wall '
+          f'time on a {info["cpus"]}-core CPU with --parallel '
+          f'{info["parallel"]}.\n')
+
+
+# ----------------------------------------------------------------------------
+# Plots
+
+
+def plot_quant_bits(S: Summaries, path: str) -> None:
+  """Test accuracy against weight bits, PTQ and QAT."""
+  plt = sweep_lib._pyplot()  # pylint: disable=protected-access
+  fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
+  for item, prefix, marker, label in (('ptq', 'ptq', 'o', 'PTQ (calibrated)'),
+                                      ('qat', 'qat', 's', 'QAT (fine-tuned)')):
+    g = S.get(item, {})
+    bits = [b for b in (2, 3, 4, 6, 8) if f'{prefix}{b}' in g]
+    ax.errorbar(bits, [100 * g[f'{prefix}{b}']['value'] for b in bits],
+                yerr=[100 * g[f'{prefix}{b}'].get('value_std', 0) for b in bits],
+                marker=marker, capsize=3, label=label)
+  base = S.get('ptq', {}).get('baseline')
+  if base:
+    ax.axhline(100 * base['value'], color='gray', linestyle=':',
+               label='float32 baseline')
+  ax.set_xlabel('weight bits')
+  ax.set_ylabel('test accuracy (%)')
+  ax.set_xticks([2, 3, 4, 6, 8])
+  ax.grid(True, alpha=0.3)
+  ax.legend()
+  ax.set_title('GRU-64, JapaneseVowels: PTQ vs QAT')
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def plot_zhu_gupta(S: Summaries, path: str) -> None:
+  """Test accuracy against nonzero parameters: pruned vs small dense."""
+  plt = sweep_lib._pyplot()  # pylint: disable=protected-access
+  g = S.get('prune', {})
+  fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
+  series = (
+      ('GRU-64 pruned, fine-tuned', [f'prune{s}' for s in (0.5, 0.75, 0.9,
+                                                          0.95)], 'o'),
+      ('GRU-64 90% pruned from scratch', ['scratch0.9'], 'D'),
+      ('GRU-21 and GRU-16 dense, 400 steps', ['dense16_400', 'dense21_400'],
+       's'),
+      ('GRU-21 and GRU-16 dense, 800 steps', ['dense16_800', 'dense21_800'],
+       '^'),
+      ('GRU-64 dense baseline', ['baseline'], '*'))
+  for label, groups, marker in series:
+    pts = [g[k] for k in groups if k in g]
+    if not pts:
+      continue
+    ax.errorbar([p['params_nonzero'] for p in pts],
+                [100 * p['value'] for p in pts],
+                yerr=[100 * p.get('value_std', 0) for p in pts],
+                marker=marker, markersize=8, capsize=3, label=label,
+                linestyle='-' if len(pts) > 1 else 'none')
+  ax.set_xscale('log')
+  sweep_lib._plain_log_ticks(ax.xaxis)  # pylint: disable=protected-access
+  ax.set_xlabel('nonzero parameters (log scale)')
+  ax.set_ylabel('test accuracy (%)')
+  ax.grid(True, which='both', alpha=0.3)
+  ax.legend(fontsize=8)
+  ax.set_title('Large-sparse vs small-dense (Zhu & Gupta 2017)')
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+# ----------------------------------------------------------------------------
+# The run
+
+
+def fill_markers(text: str, tables: dict[str, str]) -> str:
+  """Replaces the body of every `<!-- table:NAME -->` block by tables[NAME].
+
+  Args:
+    text: the markdown.
+    tables: marker name -> generated markdown.
+
+  Returns:
+    The new markdown.
+
+  Raises:
+    KeyError: a marker with no table, or a table with no marker.
+  """
+  found = set()
+
+  def sub(m: re.Match) -> str:
+    name = m.group(2)
+    if name not in tables:
+      raise KeyError(f'marker table:{name} has no generator')
+    found.add(name)
+    body = tables[name]
+    return m.group(1) + body + ('' if body.endswith('\n') else '\n') + m.group(4)
+
+  out = _MARKER_RE.sub(sub, text)
+  missing = sorted(set(tables) - found)
+  if missing:
+    raise KeyError(f'no marker for tables: {", ".join(missing)}')
+  return out
+
+
+def _copy_baselines(root: str, items: Sequence[str]) -> None:
+  """Copies finished baseline runs into grids that lack them.
+
+  The baseline points of every grid are the same recipe and seed, and a run
+  is a pure function of both, so a copy equals a rerun.
+  """
+  done: dict[str, str] = {}
+  for item in items:
+    for path in sorted(os.listdir(os.path.join(root, item))
+                       if os.path.isdir(os.path.join(root, item)) else []):
+      run = os.path.join(root, item, path)
+      if path.startswith('baseline_s') and os.path.exists(
+          os.path.join(run, 'results.json')):
+        done.setdefault(path, run)
+  for item in items:
+    os.makedirs(os.path.join(root, item), exist_ok=True)
+    for name, src in done.items():
+      dst = os.path.join(root, item, name)
+      if not os.path.exists(os.path.join(dst, 'results.json')):
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst)
+
+
+def run_all(root: str, items: Sequence[str], parallel: int, smoke: bool,
+            seeds: int = 0) -> list[str]:
+  """Runs every item's grid (resuming); returns the failed point names."""
+  failed = []
+  arg = ','.join((['smoke'] if smoke else []) +
+                 ([f'seeds={seeds}'] if seeds else []))
+  for item in items:
+    spec = SWEEPS[item] + (f':{arg}' if arg else '')
+    points = sweep_lib.load_points(spec)
+    # Only grids with the standard baselines share them.
+    if any(p.name.startswith('baseline_s') for p in points):
+      _copy_baselines(root, [i for i in items if i != 'kd'])
+    sweep_lib._say(f'=== {item}: {spec} ({len(points)} points)')  # pylint: disable=protected-access
+    _, bad = sweep_lib.sweep(spec, os.path.join(root, item), parallel)
+    failed += [f'{item}/{n}' for n in bad]
+  return failed
+
+
+def write_outputs(root: str, items: Sequence[str], markdown: str,
+                  plot_dir: str) -> None:
+  """Writes the tables into `markdown` and the plots into `plot_dir`."""
+  rows_by_item: dict[str, list[dict]] = {}
+  summaries: Summaries = {}
+  for item in items:
+    path = os.path.join(root, item, 'sweep.csv')
+    rows = sweep_lib.read_csv(path) if os.path.exists(path) else []
+    rows_by_item[item] = rows
+    summaries[item] = {s['group']: s for s in
+                       sweep_lib.summarize(rows, SUMMARY_KEYS)}
+  info = sweep_lib._read_json(os.path.join(root, 'reproduce.json'))  # pylint: disable=protected-access
+  tables: dict[str, str] = {
+      'run_info': table_run_info(summaries, info),
+      'zhu_gupta': table_zhu_gupta(summaries),
+      'deep_compression': table_deep_compression(summaries),
+      'kmeans': table_kmeans(summaries),
+      'hinton': table_hinton(summaries, rows_by_item),
+      'prabhavalkar': table_prabhavalkar(summaries),
+      'wen_iss': table_wen_iss(summaries),
+      'quant_bits': table_quant_bits(summaries),
+  }
+  with open(markdown) as f:
+    text = f.read()
+  text = fill_markers(text, tables)
+  tmp = markdown + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, markdown)
+
+  os.makedirs(plot_dir, exist_ok=True)
+  all_rows = [r for item in items for r in rows_by_item[item]]
+  # The teacher is a reference, not a compressed model: it stays off the
+  # chart, where its 222 KB would only stretch the axis.
+  chart_rows = [r for r in all_rows if r.get('group') != 'teacher']
+  # Each distillation run also trained the same student from scratch; it is
+  # the reference the distilled student should beat, so it is charted too.
+  chart_rows += [
+      {**r, 'name': f'{r["name"]}_scratch', 'group': 'student_scratch',
+       'method': 'GRU-16 from scratch', 'value': r['scratch_test_accuracy']}
+      for r in rows_by_item.get('kd', [])
+      if r.get('group') == 'student' and r.get('status') == 'done'
+      and sweep_lib._is_number(r.get('scratch_test_accuracy'))]  # pylint: disable=protected-access
+  sweep_lib.plot_pareto(chart_rows, os.path.join(plot_dir, 'pareto.png'),
+                        'GRU on JapaneseVowels: every method (mean of seeds)')
+  plot_quant_bits(summaries, os.path.join(plot_dir, 'quant_bits.png'))
+  plot_zhu_gupta(summaries, os.path.join(plot_dir, 'zhu_gupta.png'))
+  prune_rows = rows_by_item.get('prune', [])
+  sweep_lib.plot_curves(
+      sweep_lib.curve_runs(prune_rows, os.path.join(root, 'prune')),
+      os.path.join(plot_dir, 'curves_prune.png'),
+      'Training curves of the pruning grid (seed 0)')
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """The command line; returns the exit status."""
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--root', default=None,
+                      help='runs directory (default runs/reproduction, or '
+                      '/tmp/reproduction_smoke with --smoke)')
+  parser.add_argument('--parallel', type=int, default=2,
+                      help='train.py processes at once (default 2)')
+  parser.add_argument('--smoke', action='store_true',
+                      help='tiny grids; writes <root>/REPRODUCTION.md and '
+                      '<root>/docs instead of the repository files')
+  parser.add_argument('--seeds', type=int, default=0,
+                      help='seeds per grid point (default: each grid\'s own, '
+                      '3; 1 with --smoke)')
+  parser.add_argument('--tables_only', action='store_true',
+                      help='only rewrite tables and plots from existing runs')
+  parser.add_argument('--only', default='',
+                      help='comma-separated items to run (default all): '
+                      + ', '.join(SWEEPS))
+  args = parser.parse_args(argv)
+  root = args.root or ('/tmp/reproduction_smoke' if args.smoke
+                       else os.path.join('runs', 'reproduction'))
+  items = [i for i in SWEEPS if not args.only or i in args.only.split(',')]
+  unknown = set(args.only.split(',')) - set(SWEEPS) - {''}
+  if unknown:
+    print(f'error: --only: unknown items {sorted(unknown)}; valid: '
+          + ', '.join(SWEEPS), file=sys.stderr)
+    return 2
+  markdown = os.path.join(ROOT, 'REPRODUCTION.md')
+  plot_dir = os.path.join(ROOT, 'docs', 'reproduction')
+  if args.smoke:
+    os.makedirs(root, exist_ok=True)
+    shutil.copy(markdown, os.path.join(root, 'REPRODUCTION.md'))
+    markdown = os.path.join(root, 'REPRODUCTION.md')
+    plot_dir = os.path.join(root, 'docs')
+  failed = []
+  if not args.tables_only:
+    t0 = time.time()
+    failed = run_all(root, items, args.parallel, args.smoke, args.seeds)
+    # Distinct trained models: a copied baseline has its original's digest.
+    runs = len({r.get('params_sha256') or f'{item}/{r["name"]}'
+                for item in items for r in sweep_lib.read_csv(
+                    os.path.join(root, item, 'sweep.csv'))
+                if r['status'] == 'done'})
+    if not args.only:  # A partial rerun keeps the full run's record.
+      sweep_lib._write_json(os.path.join(root, 'reproduce.json'), {  # pylint: disable=protected-access
+          'command': 'python ' + ' '.join(['reproduce.py'] + list(
+              argv if argv is not None else sys.argv[1:])),
+          'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+          'wall_minutes': (time.time() - t0) / 60, 'runs': runs,
+          'cpus': os.cpu_count(), 'parallel': args.parallel})
+  write_outputs(root, list(SWEEPS), markdown, plot_dir)
+  print(f'wrote {markdown} and {plot_dir}/'
+        + (f'; failed points: {", ".join(failed)}' if failed else ''))
+  return 1 if failed else 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
