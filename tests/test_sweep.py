@@ -189,7 +189,7 @@ def test_reproduction_md_has_a_marker_for_every_table():
     text = f.read()
   names = {m[1] for m in reproduce._MARKER_RE.findall(text)}
   assert names == {'run_info', 'zhu_gupta', 'deep_compression', 'kmeans',
-                   'hinton', 'prabhavalkar', 'wen_iss', 'quant_bits'}
+                   'hinton', 'prabhavalkar', 'wen_iss', 'quant_bits', 'lm_bits'}
 
 
 def test_tables_from_summaries():
