@@ -122,7 +122,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.steps = 1000  # Optimizer steps.
   c.train.log_every = 100  # Progress line and metrics.jsonl row.
   c.train.eval_every = 500  # Test evaluation during training; 0 = only at end.
-  c.train.checkpoint_every = 500  # Orbax checkpoint period; the end always saves.
+  c.train.checkpoint_every = 500  # Checkpoint period; the end always saves.
   c.train.keep_checkpoints = 2  # Checkpoints kept on disk.
 
   # Knowledge distillation: a teacher recipe ('' = none) trained first into
@@ -164,3 +164,33 @@ def baseline_point(seed: int, smoke: bool) -> dict:
   return dict(name=f'baseline_s{seed}', group='baseline',
               method='float baseline', config='gru_baseline.py',
               arg='smoke' if smoke else '', overrides={'seed': seed}, stage=0)
+
+
+def finetune_grid(arg: str | None, key: str, values: tuple, smoke_values: tuple,
+                  tag: str, method: str) -> list[dict]:
+  """A sweep grid: per seed the float baseline, then one fine-tuned point per
+  value of the recipe arg `key`, each starting from that seed's baseline.
+
+  Args:
+    arg: the sweep's own arg: `smoke` (a tiny grid), `seeds=N` (default 3;
+      1 under smoke).
+    key: the recipe's `:key=value` arg that the grid varies.
+    values: its values; `smoke_values` under smoke.
+    smoke_values: the values of the smoke grid.
+    tag: point names are `<tag><value>_s<seed>`, groups `<tag><value>`.
+    method: the label of the points in tables and plots.
+
+  Returns:
+    The list of point dicts that sweep.py documents.
+  """
+  a = parse_arg(arg, smoke=False, seeds=0)
+  smoke = ',smoke' if a.smoke else ''
+  points = []
+  for s in range(a.seeds or (1 if a.smoke else 3)):
+    points.append(baseline_point(s, a.smoke))
+    for v in (smoke_values if a.smoke else values):
+      points.append(dict(
+          name=f'{tag}{v}_s{s}', group=f'{tag}{v}', method=method,
+          arg=f'{key}={v}' + smoke,
+          overrides={'seed': s, 'init_from': f'{{sweep_dir}}/baseline_s{s}'}))
+  return points

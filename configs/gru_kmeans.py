@@ -52,14 +52,5 @@ def sweep(arg=None):
   Returns:
     The list of point dicts that sweep.py documents.
   """
-  a = common.parse_arg(arg, smoke=False, seeds=0)
-  smoke = ',smoke' if a.smoke else ''
-  points = []
-  for s in range(a.seeds or (1 if a.smoke else 3)):
-    points.append(common.baseline_point(s, a.smoke))
-    for k in ((4,) if a.smoke else (2, 4, 8, 16, 32)):
-      points.append(dict(
-          name=f'kmeans{k}_s{s}', group=f'kmeans{k}',
-          method='k-means sharing', arg=f'clusters={k}' + smoke,
-          overrides={'seed': s, 'init_from': f'{{sweep_dir}}/baseline_s{s}'}))
-  return points
+  return common.finetune_grid(arg, 'clusters', (2, 4, 8, 16, 32), (4,),
+                              'kmeans', 'k-means sharing')

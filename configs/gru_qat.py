@@ -58,14 +58,5 @@ def sweep(arg=None):
   Returns:
     The list of point dicts that sweep.py documents.
   """
-  a = common.parse_arg(arg, smoke=False, seeds=0)
-  smoke = ',smoke' if a.smoke else ''
-  points = []
-  for s in range(a.seeds or (1 if a.smoke else 3)):
-    points.append(common.baseline_point(s, a.smoke))
-    for bits in ((8, 2) if a.smoke else (8, 6, 4, 3, 2)):
-      points.append(dict(
-          name=f'qat{bits}_s{s}', group=f'qat{bits}', method='QAT',
-          arg=f'bits={bits}' + smoke,
-          overrides={'seed': s, 'init_from': f'{{sweep_dir}}/baseline_s{s}'}))
-  return points
+  return common.finetune_grid(arg, 'bits', (8, 6, 4, 3, 2), (8, 2), 'qat',
+                              'QAT')

@@ -51,14 +51,5 @@ def sweep(arg=None):
   Returns:
     The list of point dicts that sweep.py documents.
   """
-  a = common.parse_arg(arg, smoke=False, seeds=0)
-  smoke = ',smoke' if a.smoke else ''
-  points = []
-  for s in range(a.seeds or (1 if a.smoke else 3)):
-    points.append(common.baseline_point(s, a.smoke))
-    for units in ((0.5,) if a.smoke else (0.25, 0.5, 0.75, 0.875)):
-      points.append(dict(
-          name=f'units{units}_s{s}', group=f'units{units}',
-          method='unit pruning (ISS)', arg=f'units={units}' + smoke,
-          overrides={'seed': s, 'init_from': f'{{sweep_dir}}/baseline_s{s}'}))
-  return points
+  return common.finetune_grid(arg, 'units', (0.25, 0.5, 0.75, 0.875),
+                              (0.5,), 'units', 'unit pruning (ISS)')

@@ -69,14 +69,5 @@ def sweep(arg=None):
   Returns:
     The list of point dicts that sweep.py documents.
   """
-  a = common.parse_arg(arg, smoke=False, seeds=0)
-  smoke = ',smoke' if a.smoke else ''
-  points = []
-  for s in range(a.seeds or (1 if a.smoke else 3)):
-    points.append(common.baseline_point(s, a.smoke))
-    for rank in ((1, 2) if a.smoke else (1, 2, 4, 8, 16, 32)):
-      points.append(dict(
-          name=f'rank{rank}_s{s}', group=f'rank{rank}',
-          method='low rank (SVD)', arg=f'rank={rank}' + smoke,
-          overrides={'seed': s, 'init_from': f'{{sweep_dir}}/baseline_s{s}'}))
-  return points
+  return common.finetune_grid(arg, 'rank', (1, 2, 4, 8, 16, 32), (1, 2),
+                              'rank', 'low rank (SVD)')
