@@ -34,6 +34,9 @@ import optax  # pylint: disable=g-import-not-at-top
 import models  # pylint: disable=g-import-not-at-top
 from models import cells  # pylint: disable=g-import-not-at-top
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import timing  # pylint: disable=g-import-not-at-top
+
 
 class FlaxGRUClassifier(nn.Module):
   """The reference: Flax's own RNN wrapper and GRUCell, same head."""
@@ -124,30 +127,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
       'flax RNN(GRUCell) u4': FlaxGRUClassifier(h, c, unroll=4),
   }
   tx = optax.adam(1e-3)
-  steps, states, compile_s, times = {}, {}, {}, {}
+  calls, compile_s = {}, {}
   for name, model in variants.items():
     params = model.init(jax.random.key(0), x, lengths)['params']
-    state = (params, tx.init(params))
     step = make_step(model, tx)
     start = time.perf_counter()
-    compiled = step.lower(state, x, lengths, labels).compile()
+    compiled = step.lower((params, tx.init(params)), x, lengths,
+                          labels).compile()
     compile_s[name] = time.perf_counter() - start
-    for _ in range(args.warmup):
-      state, loss = compiled(state, x, lengths, labels)
-    loss.block_until_ready()
-    steps[name], states[name], times[name] = compiled, state, []
+    box = [(params, tx.init(params))]
 
-  # Blocks of consecutive steps, as in training (single interleaved steps
-  # would charge each variant for the cache misses its neighbour caused),
-  # round-robin over variants so machine-load drift hits all of them.
-  block = max(1, min(args.block, args.repeats))
-  for _ in range(-(-args.repeats // block)):
-    for name in variants:
-      for _ in range(block):
-        start = time.perf_counter()
-        states[name], loss = steps[name](states[name], x, lengths, labels)
-        loss.block_until_ready()
-        times[name].append((time.perf_counter() - start) * 1e3)
+    def call(compiled=compiled, box=box):
+      box[0], loss = compiled(box[0], x, lengths, labels)
+      loss.block_until_ready()
+
+    calls[name] = call
+  times = timing.round_robin(calls, args.repeats, args.block, args.warmup)
 
   ref = statistics.median(times['flax RNN(GRUCell)'])
   results = {}
@@ -157,8 +152,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f'{"compile s":>10s} {"flax/ours":>10s}')
   for name in variants:
     med = statistics.median(times[name])
-    results[name] = dict(median_ms=med, min_ms=min(times[name]),
-                         max_ms=max(times[name]), compile_s=compile_s[name],
+    results[name] = dict(**timing.summary(times[name]),
+                         compile_s=compile_s[name],
                          speedup_vs_flax=ref / med)
     r = results[name]
     print(f'{name:24s} {med:10.3f} {r["min_ms"]:8.3f} {r["max_ms"]:8.3f} '

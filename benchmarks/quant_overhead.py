@@ -35,6 +35,9 @@ import compression  # pylint: disable=g-import-not-at-top
 from compression import quantization  # pylint: disable=g-import-not-at-top
 import models  # pylint: disable=g-import-not-at-top
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import timing  # pylint: disable=g-import-not-at-top
+
 
 def make_step(model: Any, comp: compression.Compressor,
               tx: optax.GradientTransformation) -> Callable[..., Any]:
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           quantization.make(quantization.config(bits=8))),
   }
   tx = optax.adam(1e-3)
-  steps, states, compile_s, times = {}, {}, {}, {}
+  calls, compile_s = {}, {}
   for name, (model, comp) in variants.items():
     params = model.init(jax.random.key(0), x, lengths)['params']
     params, comp_state = comp.init(params)
@@ -116,19 +119,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     compiled = step.lower(state, x, lengths, labels).compile()
     compile_s[name] = time.perf_counter() - start
-    for _ in range(args.warmup):
-      state, loss = compiled(state, x, lengths, labels)
-    loss.block_until_ready()
-    steps[name], states[name], times[name] = compiled, state, []
+    box = [state]
 
-  block = max(1, min(args.block, args.repeats))
-  for _ in range(-(-args.repeats // block)):
-    for name in variants:
-      for _ in range(block):
-        start = time.perf_counter()
-        states[name], loss = steps[name](states[name], x, lengths, labels)
-        loss.block_until_ready()
-        times[name].append((time.perf_counter() - start) * 1e3)
+    def call(compiled=compiled, box=box):
+      box[0], loss = compiled(box[0], x, lengths, labels)
+      loss.block_until_ready()
+
+    calls[name] = call
+  times = timing.round_robin(calls, args.repeats, args.block, args.warmup)
 
   ref = statistics.median(times['float'])
   results = {}
@@ -138,8 +136,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f'{"compile s":>10s} {"vs float":>9s}')
   for name in variants:
     med = statistics.median(times[name])
-    results[name] = dict(median_ms=med, min_ms=min(times[name]),
-                         max_ms=max(times[name]), compile_s=compile_s[name],
+    results[name] = dict(**timing.summary(times[name]),
+                         compile_s=compile_s[name],
                          ratio_vs_float=med / ref)
     r = results[name]
     print(f'{name:24s} {med:10.3f} {r["min_ms"]:8.3f} {r["max_ms"]:8.3f} '

@@ -6,9 +6,17 @@ JAX row is train.py's own jitted step (`train.make_train_step`: compressor
 `apply`, loss, gradient, clipping, optax update, compressor `update`, NaN
 guard, donated state) on a config built from `configs/common.base_config()`
 with `data.name='synthetic_classification'` (every sequence full length, as
-PyTorch runs it). Rows:
+PyTorch runs it).
 
-* `gru`, `lstm`: the float model.
+On CPU the host is split into `--cpu_devices` JAX devices (default one per
+core, as `train.py --cpu_devices=0`) and the step runs data-parallel over
+them, each device a thread with its share of the batch: XLA:CPU runs one
+device's program on one thread at a time, and this is how a JAX program
+uses the cores that PyTorch's intra-op threads use. Rows:
+
+* `gru`, `lstm`: the float model, data-parallel over all devices.
+* `gru 1 device`, `lstm 1 device`: the same step on one device (one core's
+  worth of XLA:CPU threads), what `train.py` does by default.
 * `gru autodiff`, `lstm autodiff`: the same step with the layer's generic scan
   differentiated by `jax.grad` (`RecurrentLayer(custom_grad=False)`), to show
   what the hand-written backward pass of `models/cells.py` gains.
@@ -17,6 +25,8 @@ PyTorch runs it). Rows:
   one-shot at step 0, so the timed steps apply fixed masks).
 * `gru distill`: soft-label distillation (Hinton; no feature or attention term)
   from a teacher of the same shape run inside the same step.
+* `gru bfloat16`: `model.dtype='bfloat16'` (bf16 matmuls, float32 master
+  weights and gate arithmetic).
 * `torch gru`, `torch lstm`: `torch.nn.GRU` / `torch.nn.LSTM` (batch_first),
   linear head on the last state, cross-entropy, Adam; a full step (zero_grad,
   forward, loss, backward, optimizer step) with `torch.set_num_threads(2)`.
@@ -26,17 +36,16 @@ PyTorch runs it). Rows:
   neighbour changes least; times are medians, min and max.
 
 Every row runs in the same process, in blocks of consecutive steps,
-round-robin, so a busy neighbour on a shared machine slows every row alike.
-FLOPs per step are counted analytically: the matmuls of the forward pass
-(input and recurrent products at every step, the head) times 3 for forward +
-backward.
+round-robin (`benchmarks/timing.py`), so a busy neighbour on a shared machine
+slows every row alike. FLOPs per step are counted analytically: the matmuls
+of the forward pass (input and recurrent products at every step, the head)
+times 3 for forward + backward.
 
 Needs PyTorch (see benchmarks/requirements.txt); never part of pytest.
 
 Usage:
-  python benchmarks/step_time.py [--repeats 400] [--json out.json]
+  python benchmarks/step_time.py [--repeats 400] [--cpu_devices 0] [--json out.json]
 """
-
 from __future__ import annotations
 
 import argparse
@@ -45,9 +54,8 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 # Run as a script from anywhere: make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -64,8 +72,11 @@ import data  # pylint: disable=g-import-not-at-top
 from models import cells  # pylint: disable=g-import-not-at-top
 import train  # pylint: disable=g-import-not-at-top
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import timing  # pylint: disable=g-import-not-at-top
+
 GATES = {'gru': 3, 'lstm': 4, 'rnn': 1}
-Step = Callable[[], Any]  # Runs one step and blocks until it is done.
+Step = timing.Call
 
 
 class AutodiffClassifier(nn.Module):
@@ -83,14 +94,15 @@ class AutodiffClassifier(nn.Module):
         cells.final_hidden(carry))
 
 
-def make_config(args: argparse.Namespace, cell: str, methods: str = ''
-                ) -> Any:
+def make_config(args: argparse.Namespace, cell: str, methods: str = '',
+                dtype: str = 'float32') -> Any:
   """The benchmark shape as a train.py config.
 
   Args:
     args: the command-line shape arguments.
     cell: 'gru' or 'lstm'.
     methods: `compression.methods` ('' = float, 'quantize' or 'prune').
+    dtype: `model.dtype`, the compute dtype.
 
   Returns:
     A ConfigDict from `common.base_config()`.
@@ -109,6 +121,7 @@ def make_config(args: argparse.Namespace, cell: str, methods: str = ''
   c.model.cell = cell
   c.model.hidden = args.hidden
   c.model.pooling = 'last'
+  c.model.dtype = dtype
   c.optimizer.name = 'adam'
   c.optimizer.learning_rate = 1e-3
   c.train.steps = 10_000
@@ -122,12 +135,13 @@ def make_config(args: argparse.Namespace, cell: str, methods: str = ''
   return c
 
 
-def jax_step(config: Any, model: nn.Module | None = None,
+def jax_step(config: Any, devices: list[Any], model: nn.Module | None = None,
              distill: bool = False) -> tuple[Step, float]:
   """train.py's jitted step for `config`, bound to one fixed batch.
 
   Args:
     config: from `make_config`.
+    devices: the devices the step runs data-parallel over.
     model: replaces the config's model (the autodiff rows).
     distill: add a teacher of the same shape (soft labels only).
 
@@ -135,7 +149,7 @@ def jax_step(config: Any, model: nn.Module | None = None,
     (a function running one blocking step, first-call seconds: trace +
     compile + one step).
   """
-  setup = train.build(config)
+  setup = train.build(config, devices)
   if model is not None:
     setup = setup._replace(model=model)
   if distill:
@@ -147,10 +161,13 @@ def jax_step(config: Any, model: nn.Module | None = None,
                                 example['lengths'])['params']
     setup = setup._replace(teacher=train.Teacher(
         setup.model, t_params, int(config.model.hidden), {}))
-  state = train.init_state(config, setup)
-  teacher_params = setup.teacher.params if setup.teacher else {}
-  batch = jax.device_put(data.train_batch(
-      setup.dataset.train, config.data.batch_size, config.seed, 0))
+  replicated = jax.sharding.NamedSharding(setup.mesh, jax.P())
+  rows = jax.sharding.NamedSharding(setup.mesh, jax.P('data'))
+  state = jax.device_put(train.init_state(config, setup), replicated)
+  teacher_params = (jax.device_put(setup.teacher.params, replicated)
+                    if setup.teacher else {})
+  batch = train.put_batch(data.train_batch(
+      setup.dataset.train, config.data.batch_size, config.seed, 0), rows)
   step_fn = train.make_train_step(setup, config)
   box = [state]
 
@@ -158,9 +175,7 @@ def jax_step(config: Any, model: nn.Module | None = None,
     box[0], metrics = step_fn(box[0], batch, teacher_params)
     jax.block_until_ready(metrics['loss'])
 
-  start = time.perf_counter()
-  run()
-  return run, time.perf_counter() - start
+  return run, timing.first_call(run)
 
 
 def torch_step(args: argparse.Namespace, cell: str) -> tuple[Step, float]:
@@ -200,9 +215,7 @@ def torch_step(args: argparse.Namespace, cell: str) -> tuple[Step, float]:
     loss.backward()
     opt.step()
 
-  start = time.perf_counter()
-  run()
-  return run, time.perf_counter() - start
+  return run, timing.first_call(run)
 
 
 def matmul_step(n: int) -> tuple[Step, float]:
@@ -214,9 +227,7 @@ def matmul_step(n: int) -> tuple[Step, float]:
   def run() -> None:
     f(a).block_until_ready()
 
-  start = time.perf_counter()
-  run()
-  return run, time.perf_counter() - start
+  return run, timing.first_call(run)
 
 
 def step_flops(args: argparse.Namespace, cell: str) -> float:
@@ -264,6 +275,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser.add_argument('--features', type=int, default=16)
   parser.add_argument('--hidden', type=int, default=128)
   parser.add_argument('--classes', type=int, default=10)
+  parser.add_argument('--cpu_devices', type=int, default=0,
+                      help='JAX CPU devices the main rows run data-parallel '
+                      'over, as train.py --cpu_devices (0 = one per core)')
   parser.add_argument('--warmup', type=int, default=5)
   parser.add_argument('--repeats', type=int, default=200,
                       help='timed steps per row (rounded up to --block)')
@@ -274,8 +288,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       help='skip the PyTorch rows')
   parser.add_argument('--json', type=str, default=None,
                       help='also write the results to this JSON file')
+  parser.add_argument('--markdown', action='store_true',
+                      help='also print the table as Markdown (for README)')
   args = parser.parse_args(argv)
 
+  # Before anything touches a device; no effect on GPU/TPU.
+  train.configure_cpu_devices(args.cpu_devices)
+  devices = jax.devices()
+  n_dev = len(devices)
+  one = devices[:1]
   use_torch = not args.no_torch
   if use_torch:
     import torch  # pylint: disable=g-import-not-at-top
@@ -283,32 +304,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
   rows: dict[str, tuple[Step, float]] = {}
   for cell in ('gru', 'lstm'):
-    rows[cell] = jax_step(make_config(args, cell))
+    rows[cell] = jax_step(make_config(args, cell), devices)
+    rows[f'{cell} 1 device'] = jax_step(make_config(args, cell), one)
     rows[f'{cell} autodiff'] = jax_step(
-        make_config(args, cell),
+        make_config(args, cell), devices,
         model=AutodiffClassifier(cell, args.hidden, args.classes))
-  rows['gru fake-quant'] = jax_step(make_config(args, 'gru', 'quantize'))
-  rows['gru masks'] = jax_step(make_config(args, 'gru', 'prune'))
-  rows['gru distill'] = jax_step(make_config(args, 'gru'), distill=True)
+  rows['gru fake-quant'] = jax_step(make_config(args, 'gru', 'quantize'),
+                                    devices)
+  rows['gru masks'] = jax_step(make_config(args, 'gru', 'prune'), devices)
+  rows['gru distill'] = jax_step(make_config(args, 'gru'), devices,
+                                 distill=True)
+  rows['gru bfloat16'] = jax_step(
+      make_config(args, 'gru', dtype='bfloat16'), devices)
   if use_torch:
     rows['torch gru'] = torch_step(args, 'gru')
     rows['torch lstm'] = torch_step(args, 'lstm')
   rows['matmul 1024'] = matmul_step(1024)
 
-  for run, _ in rows.values():
-    for _ in range(args.warmup):
-      run()
-  times: dict[str, list[float]] = {name: [] for name in rows}
-  # Blocks of consecutive steps, as in training, round-robin over rows so
-  # machine-load drift hits all of them.
-  block = max(1, min(args.block, args.repeats))
-  for _ in range(-(-args.repeats // block)):
-    for name, (run, _) in rows.items():
-      for _ in range(block):
-        start = time.perf_counter()
-        run()
-        times[name].append((time.perf_counter() - start) * 1e3)
-
+  times = timing.round_robin({name: run for name, (run, _) in rows.items()},
+                             args.repeats, args.block, args.warmup)
   med = {name: statistics.median(t) for name, t in times.items()}
   best = {name: min(t) for name, t in times.items()}
   # Rates from the fastest step of each row: on a shared machine the minimum
@@ -317,12 +331,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   peak = 2 * 1024**3 / (best['matmul 1024'] * 1e-3) / 1e9
   info = machine()
   res: dict[str, Any] = {'machine': info, 'args': vars(args),
-                         'peak_gflops': peak, 'rows': {}}
+                         'cpu_devices': n_dev, 'peak_gflops': peak,
+                         'rows': {}}
   print(f'{info["cpu"]}, {info["cores"]} cores, load {info["load_average"]}; '
         f'jax {info["jax"]}, torch {info["torch"]}')
   print(f'B={args.batch} T={args.steps} F={args.features} H={args.hidden} '
-        f'C={args.classes}; {len(times["gru"])} steps per row; matmul peak '
-        f'{peak:.1f} GFLOP/s')
+        f'C={args.classes}; {len(times["gru"])} steps per row; rows without '
+        f'"1 device" run data-parallel on {n_dev} {devices[0].platform} '
+        f'device(s); matmul peak {peak:.1f} GFLOP/s')
   print(f'{"row":16s} {"median ms":>10s} {"min":>8s} {"max":>8s} '
         f'{"first s":>8s} {"GFLOP/s":>8s} {"of peak":>8s}')
   print(f'{"":16s} {"":>10s} {"":>8s} {"":>8s} {"":>8s} {"(at min)":>8s}')
@@ -336,25 +352,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
       flops = step_flops(args, cell)
     rate = flops / (best[name] * 1e-3) / 1e9
-    row = {'median_ms': med[name], 'min_ms': min(t), 'max_ms': max(t),
-           'first_call_s': rows[name][1], 'flops': flops, 'gflops': rate,
-           'fraction_of_peak': rate / peak}
+    row = {**timing.summary(t), 'first_call_s': rows[name][1],
+           'flops': flops, 'gflops': rate, 'fraction_of_peak': rate / peak}
     res['rows'][name] = row
     print(f'{name:16s} {med[name]:10.3f} {min(t):8.3f} {max(t):8.3f} '
           f'{rows[name][1]:8.2f} {rate:8.1f} {rate / peak:8.2f}')
 
   res.update({
       'gru_ms': med['gru'], 'lstm_ms': med['lstm'],
+      'gru_1device_ms': med['gru 1 device'],
+      'lstm_1device_ms': med['lstm 1 device'],
       'gru_compile_s': rows['gru'][1], 'lstm_compile_s': rows['lstm'][1],
       'gru_flops': step_flops(args, 'gru'),
       'lstm_flops': step_flops(args, 'lstm'),
       'gru_fraction_of_peak': res['rows']['gru']['fraction_of_peak'],
       'lstm_fraction_of_peak': res['rows']['lstm']['fraction_of_peak'],
+      'gru_data_parallel_speedup': med['gru 1 device'] / med['gru'],
+      'lstm_data_parallel_speedup': med['lstm 1 device'] / med['lstm'],
       'gru_custom_vjp_speedup': med['gru autodiff'] / med['gru'],
       'lstm_custom_vjp_speedup': med['lstm autodiff'] / med['lstm'],
       'fake_quant_ratio': med['gru fake-quant'] / med['gru'],
       'mask_ratio': med['gru masks'] / med['gru'],
       'distill_ratio': med['gru distill'] / med['gru'],
+      'bfloat16_ratio': med['gru bfloat16'] / med['gru'],
       'gru_torch_ms': med.get('torch gru'),
       'lstm_torch_ms': med.get('torch lstm'),
   })
@@ -363,23 +383,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     res['gru_speedup_vs_torch'] = med['torch gru'] / med['gru']
     res['lstm_speedup_vs_torch'] = med['torch lstm'] / med['lstm']
     # Minima are the least load-sensitive figures on a shared machine.
-    res['gru_speedup_vs_torch_min'] = (min(times['torch gru'])
-                                       / min(times['gru']))
-    res['lstm_speedup_vs_torch_min'] = (min(times['torch lstm'])
-                                        / min(times['lstm']))
+    res['gru_speedup_vs_torch_min'] = best['torch gru'] / best['gru']
+    res['lstm_speedup_vs_torch_min'] = best['torch lstm'] / best['lstm']
+    res['gru_1device_speedup_vs_torch'] = (med['torch gru']
+                                           / med['gru 1 device'])
+    res['lstm_1device_speedup_vs_torch'] = (med['torch lstm']
+                                            / med['lstm 1 device'])
     print(f'torch / ours (median): GRU {res["gru_speedup_vs_torch"]:.2f}x, '
           f'LSTM {res["lstm_speedup_vs_torch"]:.2f}x;  (min): GRU '
           f'{res["gru_speedup_vs_torch_min"]:.2f}x, LSTM '
-          f'{res["lstm_speedup_vs_torch_min"]:.2f}x')
-  print(f'hand-written backward vs jax.grad of the scan: GRU '
-        f'{res["gru_custom_vjp_speedup"]:.2f}x, LSTM '
-        f'{res["lstm_custom_vjp_speedup"]:.2f}x')
+          f'{res["lstm_speedup_vs_torch_min"]:.2f}x;  on 1 device (median): '
+          f'GRU {res["gru_1device_speedup_vs_torch"]:.2f}x, LSTM '
+          f'{res["lstm_1device_speedup_vs_torch"]:.2f}x')
+  print(f'{n_dev} devices vs 1: GRU {res["gru_data_parallel_speedup"]:.2f}x, '
+        f'LSTM {res["lstm_data_parallel_speedup"]:.2f}x;  hand-written '
+        f'backward vs jax.grad: GRU {res["gru_custom_vjp_speedup"]:.2f}x, '
+        f'LSTM {res["lstm_custom_vjp_speedup"]:.2f}x')
   print(f'cost vs the float GRU step: fake-quant '
         f'{res["fake_quant_ratio"]:.3f}, masks {res["mask_ratio"]:.3f}, '
-        f'distillation {res["distill_ratio"]:.3f}')
+        f'distillation {res["distill_ratio"]:.3f}, bfloat16 compute '
+        f'{res["bfloat16_ratio"]:.3f}')
+  if args.markdown:
+    print()
+    print(markdown_table(res))
   if args.json:
     Path(args.json).write_text(json.dumps(res, indent=2))
   return res
+
+
+def markdown_table(res: dict[str, Any]) -> str:
+  """The rows of a `main()` result as a Markdown table."""
+  lines = ['| row | median ms | min | max | first s | GFLOP/s (at min) | of peak |',
+           '| --- | ---: | ---: | ---: | ---: | ---: | ---: |']
+  for name, r in res['rows'].items():
+    lines.append(f'| {name} | {r["median_ms"]:.2f} | {r["min_ms"]:.2f} | '
+                 f'{r["max_ms"]:.2f} | {r["first_call_s"]:.2f} | '
+                 f'{r["gflops"]:.0f} | {r["fraction_of_peak"]:.2f} |')
+  return '\n'.join(lines)
 
 
 if __name__ == '__main__':

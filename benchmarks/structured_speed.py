@@ -8,8 +8,8 @@ Restores the run's latest checkpoint, builds the masked dense parameters
 (`compressor.apply`), shrinks them with `compression.pruning.shrink` into a
 model with `hidden` = the kept units, checks that both give the same logits on
 the whole test set (to 1e-5), then times the jitted forward pass of each on
-one batch of `--batch` test sequences, interleaved in the same process (median
-of `--repeats` calls after warm-up), and prints parameter counts and the
+one batch of `--batch` test sequences, interleaved in the same process
+(`benchmarks/timing.py`: median of `--repeats` calls after warm-up), and prints parameter counts and the
 speed ratio. Without `--workdir` the parameters come from a random init pruned
 one-shot to the config's unit sparsity (the timing depends on shapes only).
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 '..'))
@@ -33,6 +32,9 @@ import numpy as np  # noqa: E402
 from compression import pruning  # noqa: E402
 import models  # noqa: E402
 import train  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402
 
 # train.py defines --config and --workdir (a trained run; none = random).
 CONFIG = train.CONFIG_FLAG
@@ -59,18 +61,6 @@ def load_dense(config, setup) -> dict:
     params, comp_state = comp.init(state.params)
     return jax.device_get(comp.apply(params, comp_state))
   return jax.device_get(setup.compressor.apply(state.params, state.comp_state))
-
-
-def median_ms(fn, *args) -> float:
-  """Median wall time of `fn(*args)` in ms, result ready, after warm-up."""
-  for _ in range(5):
-    jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(REPEATS.value):
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t)
-  return 1e3 * statistics.median(times)
 
 
 def main(argv: list[str]) -> None:
@@ -103,14 +93,14 @@ def main(argv: list[str]) -> None:
 
   idx = np.arange(BATCH.value) % len(lengths)
   xb, lb = jax.device_put(x[idx]), jax.device_put(lengths[idx])
-  dense_ms, small_ms = [], []
-  for _ in range(3):  # Interleaved rounds so machine load hits both alike.
-    dense_ms.append(median_ms(dense_fn, dense, xb, lb))
-    small_ms.append(median_ms(small_fn, small, xb, lb))
-  d, s = statistics.median(dense_ms), statistics.median(small_ms)
+  times = timing.round_robin(
+      {'dense': lambda: jax.block_until_ready(dense_fn(dense, xb, lb)),
+       'shrunk': lambda: jax.block_until_ready(small_fn(small, xb, lb))},
+      REPEATS.value)
+  d, s = (statistics.median(times[k]) for k in ('dense', 'shrunk'))
   print(f'forward, batch {BATCH.value}, {jax.devices()[0].platform}: dense '
-        f'{d:.3f} ms, shrunk {s:.3f} ms (median of 3 x {REPEATS.value}); '
-        f'speedup {d / s:.2f}x')
+        f'{d:.3f} ms, shrunk {s:.3f} ms (median of {REPEATS.value} calls '
+        f'each, interleaved); speedup {d / s:.2f}x')
 
 
 if __name__ == '__main__':

@@ -45,7 +45,11 @@ median ms/step over 100 steps, XLA:CPU on a shared 2-core machine):
 
 A rerun with busier neighbours: flax 11.86; ours per step u1 11.14, u2 10.52,
 u4 10.92; hoisted u1 17.42 (min 11.06), u4 17.28: the hoisted layout also
-suffers most from a loaded machine.
+suffers most from a loaded machine. (Part of that is memory: with the
+hand-written backward at B=64 its extra (T, B, G*H) buffers take the step's
+temporary allocation past glibc's 32 MB mmap limit, so every step maps it
+afresh and page-faults ~9,000 times; see also "Why packed and hoisted
+layouts lose" below.)
 
 So the default projects each step's input inside the scan (`hoist_input=False`)
 and scans time-major (lax.scan walks the leading axis; transposing the narrow
@@ -83,10 +87,33 @@ packed (B, 4H) gate array per step and the carries once (previous states by
 shifting them) instead of separate residual arrays was slower (GRU 12.79 vs
 11.15, LSTM 17.42 vs 15.43 ms, interleaved), and one [x_t, h] @ [W; U]
 product per LSTM step instead of two was no faster (min 15.02 vs 14.85 ms).
-The LSTM step's floor is its matmuls: 1.81 GFLOP per step against a
-1024x1024 matmul rate of 513 GFLOP/s (load 3) is ~3.5 ms; it ran at 11 ms
-(min) there, PyTorch's fused oneDNN LSTM at 6.9 ms: the per-step elementwise
-work and loop overhead of XLA:CPU, not the matmuls, is what is left.
+
+Why packed and hoisted layouts lose on XLA:CPU (read off the LLVM IR that
+`--xla_dump_to` writes): a loop fusion whose operand is a slice the scan
+takes of a stacked array (`xs[t]`) is emitted as scalar code as soon as it
+reads that operand at two or more offsets (two gate blocks of a (B, G*H)
+row, or two leading blocks of a (G, B, H) one); with one offset it is
+vectorized (8-wide AVX). One GRU step's gate arithmetic on (32, 384) then
+costs ~60 us scalar against ~7 us vectorized, more than its recurrent
+matmul. Every residual the backward scans over is therefore its own (T, B, H)
+array, read at a single offset. A per-gate layout (G separate (H, H)
+products per step, every gate its own array) vectorizes everything but adds
+thunks: in the real train step it was slower than this one (GRU 11.61 vs
+10.72 ms, LSTM 15.40 vs 13.69 ms, min over 240 steps, 2 devices,
+interleaved), as were hoisting the input projection per gate (GRU +13%, LSTM
++6%) and taking the previous state from the outputs instead of a residual
+(+1-3%); giving every residual buffer its own zero-fill instead of XLA's one
+shared fill and copies was within noise.
+
+The per-step product of the backward multiplies by U^T; XLA folds a plain
+transpose into the dot as a transposed operand, which YNNPACK runs slower
+than a row-major matrix (GRU 44 vs 34 us, LSTM 59 vs 52 us per step at
+B=32), so `_fast_sequence_bwd` makes one real transpose per call behind an
+optimization barrier (measured 4-5% on the whole step).
+
+On CPU the rest of the speed comes from using more cores than one device's
+thread: `train.py --cpu_devices=N` splits the host into N JAX devices and
+trains data-parallel over them (README, "Speed"; `benchmarks/step_time.py`).
 """
 
 from __future__ import annotations
@@ -398,6 +425,12 @@ def _fast_sequence_bwd(spec, saved, cts):
   w, xs, mask, res = saved
   dys, dcarry_last = cts
   u = w['recurrent_kernel']
+  # The sequential product below multiplies by U^T at every step. Left to
+  # itself XLA folds the transpose into the dot as a transposed operand,
+  # which YNNPACK's small-matrix kernels run ~25% slower than a row-major
+  # (G*H, H) matrix (GRU 44 vs 34 us, LSTM 59 vs 52 us per step at B=32);
+  # the barrier keeps one real transpose per call instead.
+  u_t = jax.lax.optimization_barrier(u.T.astype(spec.dtype))
   is_lstm = spec.cell == 'lstm'
 
   def step(dcarry, inputs):
@@ -411,7 +444,7 @@ def _fast_sequence_bwd(spec, saved, cts):
     else:
       dnew = jnp.where(m_t, dcarry + dy, 0.0)
     dxp, dhp, direct = _fast_backward_step(spec, res_t, dnew)
-    dh_prev = jnp.matmul(dhp.astype(spec.dtype), u.T,
+    dh_prev = jnp.matmul(dhp.astype(spec.dtype), u_t,
                          preferred_element_type=jnp.float32)
     passed = jax.tree_util.tree_map(lambda d: jnp.where(m_t, 0.0, d), dcarry)
     if is_lstm:

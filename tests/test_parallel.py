@@ -3,9 +3,10 @@
 * The hand-written VJP of `models.cells.fast_sequence` gives the same values
   and gradients as `jax.grad` of the generic scan (padding, an initial carry,
   unroll, hoisted input, bfloat16).
-* Data parallel: `configs/gru_baseline.py:smoke` on 4 forced host devices
-  follows the 1-device loss trajectory (each run in a subprocess, since the
-  device count is fixed when jax initialises).
+* Data parallel: `configs/gru_baseline.py:smoke` on 4 forced host devices,
+  and through `train.py --cpu_devices=2`, follows the 1-device loss
+  trajectory (each run in a subprocess, since the device count is fixed when
+  jax initialises).
 * Mixed precision: `model.dtype='bfloat16'` trains, keeps float32 parameters
   and optimizer state, and stays close to float32.
 * Compile once: the train step is traced exactly once over a run with
@@ -145,17 +146,59 @@ def _run_on_devices(devices: int, workdir: str) -> dict:
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_data_parallel_on_four_devices_matches_one(tmp_path):
-  one = _run_on_devices(1, str(tmp_path / 'one'))
+@pytest.fixture(scope='module')
+def one_device_run(tmp_path_factory):
+  """The 1-device reference run of `_RUN` (workdir, printed summary)."""
+  workdir = tmp_path_factory.mktemp('one')
+  return workdir, _run_on_devices(1, str(workdir))
+
+
+def test_data_parallel_on_four_devices_matches_one(one_device_run, tmp_path):
+  one_dir, one = one_device_run
   four = _run_on_devices(4, str(tmp_path / 'four'))
   assert (one['devices'], four['devices']) == (1, 4)
-  losses_1 = _train_losses(tmp_path / 'one')
+  losses_1 = _train_losses(one_dir)
   losses_4 = _train_losses(tmp_path / 'four')
   assert len(losses_1) == len(losses_4) == 6
   # Same batches and updates; only the order of the cross-device sums
   # differs, so the trajectories agree to float32 rounding.
   np.testing.assert_allclose(losses_4, losses_1, rtol=1e-4, atol=1e-5)
   assert abs(one['accuracy'] - four['accuracy']) <= 1e-6
+  with open(tmp_path / 'four' / 'results.json') as f:
+    assert json.load(f)['devices'] == 4
+
+
+def test_cpu_devices_flag_trains_data_parallel(one_device_run, tmp_path):
+  # train.py --cpu_devices=2 splits the host into two JAX devices (no
+  # XLA_FLAGS) and follows the 1-device trajectory of the same config.
+  one_dir, _ = one_device_run
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)
+  workdir = tmp_path / 'two'
+  proc = subprocess.run(
+      [sys.executable, 'train.py', '--config=configs/gru_baseline.py:smoke',
+       '--cpu_devices=2', f'--workdir={workdir}',
+       '--config.data.batch_size=16', '--config.train.steps=6',
+       '--config.train.eval_every=0', '--config.train.checkpoint_every=6'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(workdir / 'results.json') as f:
+    results = json.load(f)
+  assert (results['devices'], results['platform']) == (2, 'cpu')
+  np.testing.assert_allclose(_train_losses(workdir), _train_losses(one_dir),
+                             rtol=1e-4, atol=1e-5)
+
+
+def test_cpu_devices_flag_rejects_a_negative_count(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  proc = subprocess.run(
+      [sys.executable, 'train.py', '--config=configs/gru_baseline.py:smoke',
+       '--cpu_devices=-1', f'--workdir={tmp_path / "w"}'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'error: --cpu_devices: must be >= 0 (0 = one per core), got -1')
+  assert not (tmp_path / 'w').exists()
 
 
 def test_bfloat16_trains_with_float32_params_and_close_loss(tmp_path):

@@ -1,0 +1,83 @@
+"""How much faster two cores compute than one on this machine.
+
+Runs a single-threaded float32 matmul loop (numpy, 256 x 256, one BLAS
+thread) in one process alone, then in `--processes` processes at once, and
+prints each process's GFLOP/s and the aggregate speedup. On a machine whose
+cores share floating-point units (SMT siblings, or virtual CPUs that a
+hypervisor maps onto them) the speedup is well below the process count; that
+bounds what any data-parallel or multi-threaded training step, ours or
+PyTorch's, can gain from the second core (README, "Speed").
+
+Usage:
+  python benchmarks/cpu_scaling.py [--seconds 4] [--processes 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+_WORKER = r'''
+import os, sys, time
+for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
+  os.environ[var] = '1'
+import numpy as np
+n, seconds = int(sys.argv[1]), float(sys.argv[2])
+a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+for _ in range(20):
+  a @ a
+start, calls = time.perf_counter(), 0
+while time.perf_counter() - start < seconds:
+  for _ in range(20):
+    a @ a
+  calls += 20
+print(2 * n**3 * calls / (time.perf_counter() - start) / 1e9)
+'''
+
+
+def rates(processes: int, size: int, seconds: float) -> list[float]:
+  """GFLOP/s of each of `processes` worker processes run at once."""
+  procs = [subprocess.Popen([sys.executable, '-c', _WORKER, str(size),
+                             str(seconds)], stdout=subprocess.PIPE, text=True)
+           for _ in range(processes)]
+  out = [p.communicate()[0] for p in procs]
+  if any(p.returncode for p in procs):
+    raise SystemExit('a worker process failed')
+  return [float(o.strip()) for o in out]
+
+
+def main(argv: list[str] | None = None) -> dict:
+  """Runs the measurement, prints it, optionally writes JSON.
+
+  Args:
+    argv: command-line arguments (default: sys.argv[1:]).
+
+  Returns:
+    {'cores', 'alone_gflops', 'together_gflops' (per process), 'speedup'}.
+  """
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--processes', type=int, default=os.cpu_count() or 1)
+  parser.add_argument('--size', type=int, default=256)
+  parser.add_argument('--seconds', type=float, default=4.0)
+  parser.add_argument('--json', type=str, default=None)
+  args = parser.parse_args(argv)
+  alone = rates(1, args.size, args.seconds)[0]
+  together = rates(args.processes, args.size, args.seconds)
+  res = {'cores': os.cpu_count(), 'size': args.size, 'alone_gflops': alone,
+         'together_gflops': together,
+         'speedup': sum(together) / alone}
+  print(f'{args.size}x{args.size} float32 matmul, one thread per process: '
+        f'alone {alone:.1f} GFLOP/s; {args.processes} at once '
+        f'{", ".join(f"{r:.1f}" for r in together)} GFLOP/s; aggregate '
+        f'{res["speedup"]:.2f}x of one')
+  if args.json:
+    Path(args.json).write_text(json.dumps(res, indent=2))
+  return res
+
+
+if __name__ == '__main__':
+  main()
