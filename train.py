@@ -54,7 +54,8 @@ TASK_METRIC = {
 # Keys every results.json holds (more may follow per task or method).
 RESULT_KEYS = (
     'config', 'task', 'dense_bytes', 'compressed_bytes', 'compression_ratio',
-    'params_total', 'params_nonzero', 'train_seconds', 'steps_per_second')
+    'params_total', 'params_nonzero', 'train_seconds', 'steps_per_second',
+    'devices', 'platform')
 
 
 class TrainState(NamedTuple):
@@ -224,13 +225,16 @@ def build(config: Any, devices: Sequence[Any] | None = None) -> Setup:
   for field in ('batch_size', 'eval_batch_size'):
     size = config.data[field]
     if size < 1 or size % n_dev:
+      hint = (' (on CPU, train.py --cpu_devices sets the count)'
+              if devices[0].platform == 'cpu' else '')
       raise InputError(f'data.{field}: {size} must be a positive multiple of '
-                       f'the device count {n_dev}')
+                       f'the device count {n_dev}{hint}')
   n_train = len(dataset.train['y'])
   if config.data.batch_size > n_train:
     raise InputError(f'data.batch_size: {config.data.batch_size} exceeds the '
                      f'{n_train} training examples')
-  # Auto axes: XLA propagates the data sharding through gathers and scans.
+  # Auto axes: evaluation lets XLA propagate the data sharding through
+  # gathers and scans (training runs under `data_parallel`'s shard_map).
   mesh = jax.make_mesh((n_dev,), ('data',),
                        axis_types=(jax.sharding.AxisType.Auto,),
                        devices=devices)
@@ -336,9 +340,10 @@ def data_parallel(fn, mesh: jax.sharding.Mesh):
 
   Every device runs `fn` on its rows of the batch (sharded on the mesh axis
   'data'; the other arguments replicated) and the outputs are averaged over
-  devices. Every loss here is a mean over the examples of a batch and every
-  device holds as many examples, so the average of the shards' losses and
-  gradients is the full batch's.
+  devices. Every task and distillation loss here is a mean over the examples
+  of a batch, every device holds as many examples, and the compressors'
+  penalties depend on the parameters only, so the average of the shards'
+  objectives and gradients is the full batch's.
 
   An explicit `shard_map` rather than sharding propagation through `jit`:
   each device then runs exactly the one-device program on B / n rows, which
@@ -354,11 +359,16 @@ def data_parallel(fn, mesh: jax.sharding.Mesh):
     The data-parallel `fn`.
   """
   rep, rows = jax.P(), jax.P('data')
+  # XLA:CPU runs a tuple all-reduce as one rendezvous per leaf, each a
+  # cross-thread handshake, so on CPU the outputs travel as one flat vector;
+  # GPU and TPU compilers combine all-reduces themselves.
+  flatten = mesh.devices.flat[0].platform == 'cpu'
 
   def local(*args):
-    # One all-reduce of one flat vector: XLA:CPU runs a tuple all-reduce as
-    # one rendezvous per leaf, each a cross-thread handshake.
-    flat, unravel = jax.flatten_util.ravel_pytree(fn(*args))
+    out = fn(*args)
+    if not flatten:
+      return jax.lax.pmean(out, 'data')
+    flat, unravel = jax.flatten_util.ravel_pytree(out)
     return unravel(jax.lax.pmean(flat, 'data'))
 
   # check_vma=False: gradients of the replicated parameters stay per-shard
@@ -907,29 +917,42 @@ WORKDIR_FLAG = flags.DEFINE_string(
     'workdir', None, 'Run directory; default runs/<config name>.')
 CPU_DEVICES_FLAG = flags.DEFINE_integer(
     'cpu_devices', None, 'On CPU: split the host into this many JAX devices '
-    'and train data-parallel over them (0 = one per core; unset: JAX\'s '
-    'default of 1, or $JAX_NUM_CPU_DEVICES). Each device runs its share of '
-    'the batch on its own thread; data.batch_size must divide by the count. '
-    'No effect on GPU/TPU.')
+    'and train data-parallel over them (0 = one per core this process may '
+    'use). Unset: $JAX_NUM_CPU_DEVICES, else JAX\'s default of 1 (the '
+    'XLA_FLAGS setting --xla_force_host_platform_device_count works too; '
+    'this flag overrides it). data.batch_size must divide by the count. No '
+    'effect on GPU/TPU.')
+
+
+def usable_cores() -> int:
+  """Cores this process may run on (its affinity mask, else the CPU count)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except (AttributeError, OSError):
+    return os.cpu_count() or 1
 
 
 def configure_cpu_devices(count: int) -> int:
   """Sets how many devices the CPU backend offers; call before any JAX use.
 
-  XLA:CPU runs a device's program on one thread at a time, so a small
-  recurrent model leaves the other cores idle; several CPU devices, one per
-  core, put them to work data-parallel (README, "Speed").
+  XLA:CPU runs the recurrence's small per-step operations one after another:
+  a scan of (64, 128) x (128, 384) products keeps one core busy however many
+  there are. Several CPU devices, one per core, each with its share of the
+  batch, put the other cores to work (README, "Speed and scale").
 
   Args:
-    count: devices wanted (>= 1), or 0 for one per core (`os.cpu_count()`).
+    count: devices wanted (>= 1), or 0 for one per usable core.
 
   Returns:
     The count configured.
+
+  Raises:
+    InputError: a negative count.
   """
   if count < 0:
     raise InputError(f'--cpu_devices: must be >= 0 (0 = one per core), got '
                      f'{count}')
-  count = count or os.cpu_count() or 1
+  count = count or usable_cores()
   jax.config.update('jax_num_cpu_devices', count)
   return count
 

@@ -9,14 +9,15 @@ with `data.name='synthetic_classification'` (every sequence full length, as
 PyTorch runs it).
 
 On CPU the host is split into `--cpu_devices` JAX devices (default one per
-core, as `train.py --cpu_devices=0`) and the step runs data-parallel over
-them, each device a thread with its share of the batch: XLA:CPU runs one
-device's program on one thread at a time, and this is how a JAX program
-uses the cores that PyTorch's intra-op threads use. Rows:
+usable core, as `train.py --cpu_devices=0`) and the step runs data-parallel
+over them, each device with its share of the batch: XLA:CPU runs the
+recurrence's small per-step operations one after another on one thread, and
+this is how the JAX step uses the cores that PyTorch's intra-op threads use
+(`--torch_threads`, default as many as there are devices). Rows:
 
 * `gru`, `lstm`: the float model, data-parallel over all devices.
-* `gru 1 device`, `lstm 1 device`: the same step on one device (one core's
-  worth of XLA:CPU threads), what `train.py` does by default.
+* `gru 1 device`, `lstm 1 device`: the same step on one device, what
+  `train.py` does by default.
 * `gru autodiff`, `lstm autodiff`: the same step with the layer's generic scan
   differentiated by `jax.grad` (`RecurrentLayer(custom_grad=False)`), to show
   what the hand-written backward pass of `models/cells.py` gains.
@@ -29,7 +30,8 @@ uses the cores that PyTorch's intra-op threads use. Rows:
   weights and gate arithmetic).
 * `torch gru`, `torch lstm`: `torch.nn.GRU` / `torch.nn.LSTM` (batch_first),
   linear head on the last state, cross-entropy, Adam; a full step (zero_grad,
-  forward, loss, backward, optimizer step) with `torch.set_num_threads(2)`.
+  forward, loss, backward, optimizer step) with `torch.set_num_threads`
+  (`--torch_threads`).
 * `matmul 1024`: a jitted 1024x1024 float32 matmul, whose rate is the matmul
   peak (GFLOP/s) that the steps' FLOP rates are a fraction of. Rates (GFLOP/s,
   fraction of peak) come from each row's fastest step, the figure a busy
@@ -44,7 +46,7 @@ times 3 for forward + backward.
 Needs PyTorch (see benchmarks/requirements.txt); never part of pytest.
 
 Usage:
-  python benchmarks/step_time.py [--repeats 400] [--cpu_devices 0] [--json out.json]
+  python benchmarks/step_time.py [--repeats 300] [--cpu_devices 0] [--json out.json]
 """
 from __future__ import annotations
 
@@ -283,7 +285,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       help='timed steps per row (rounded up to --block)')
   parser.add_argument('--block', type=int, default=20,
                       help='consecutive steps of one row per round')
-  parser.add_argument('--torch_threads', type=int, default=2)
+  parser.add_argument('--torch_threads', type=int, default=0,
+                      help='PyTorch intra-op threads (0 = as many as the JAX '
+                      'rows have CPU devices, so both use the same cores)')
   parser.add_argument('--no_torch', action='store_true',
                       help='skip the PyTorch rows')
   parser.add_argument('--json', type=str, default=None,
@@ -298,9 +302,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   n_dev = len(devices)
   one = devices[:1]
   use_torch = not args.no_torch
+  torch_threads = args.torch_threads or (
+      n_dev if devices[0].platform == 'cpu' else train.usable_cores())
   if use_torch:
     import torch  # pylint: disable=g-import-not-at-top
-    torch.set_num_threads(args.torch_threads)
+    torch.set_num_threads(torch_threads)
 
   rows: dict[str, tuple[Step, float]] = {}
   for cell in ('gru', 'lstm'):
@@ -331,14 +337,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   peak = 2 * 1024**3 / (best['matmul 1024'] * 1e-3) / 1e9
   info = machine()
   res: dict[str, Any] = {'machine': info, 'args': vars(args),
-                         'cpu_devices': n_dev, 'peak_gflops': peak,
+                         'cpu_devices': n_dev, 'torch_threads': torch_threads,
+                         'peak_gflops': peak,
                          'rows': {}}
   print(f'{info["cpu"]}, {info["cores"]} cores, load {info["load_average"]}; '
         f'jax {info["jax"]}, torch {info["torch"]}')
   print(f'B={args.batch} T={args.steps} F={args.features} H={args.hidden} '
         f'C={args.classes}; {len(times["gru"])} steps per row; rows without '
         f'"1 device" run data-parallel on {n_dev} {devices[0].platform} '
-        f'device(s); matmul peak {peak:.1f} GFLOP/s')
+        f'device(s); PyTorch {torch_threads} thread(s); matmul peak '
+        f'{peak:.1f} GFLOP/s')
   print(f'{"row":16s} {"median ms":>10s} {"min":>8s} {"max":>8s} '
         f'{"first s":>8s} {"GFLOP/s":>8s} {"of peak":>8s}')
   print(f'{"":16s} {"":>10s} {"":>8s} {"":>8s} {"":>8s} {"(at min)":>8s}')

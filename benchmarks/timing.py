@@ -37,7 +37,12 @@ def round_robin(calls: dict[str, Call], repeats: int, block: int = 20,
 
   Returns:
     name -> milliseconds of each timed call.
+
+  Raises:
+    ValueError: `repeats` < 1.
   """
+  if repeats < 1:
+    raise ValueError(f'repeats: must be >= 1, got {repeats}')
   for call in calls.values():
     for _ in range(warmup):
       call()

@@ -111,9 +111,10 @@ than a row-major matrix (GRU 44 vs 34 us, LSTM 59 vs 52 us per step at
 B=32), so `_fast_sequence_bwd` makes one real transpose per call behind an
 optimization barrier (measured 4-5% on the whole step).
 
-On CPU the rest of the speed comes from using more cores than one device's
-thread: `train.py --cpu_devices=N` splits the host into N JAX devices and
-trains data-parallel over them (README, "Speed"; `benchmarks/step_time.py`).
+The scan's per-step products are too small for XLA:CPU to spread over cores
+(a scan of them keeps one core busy), so on CPU the other cores come in
+through data parallelism: `train.py --cpu_devices=N` splits the host into N
+JAX devices (README, "Speed and scale"; `benchmarks/step_time.py`).
 """
 
 from __future__ import annotations
@@ -427,7 +428,7 @@ def _fast_sequence_bwd(spec, saved, cts):
   u = w['recurrent_kernel']
   # The sequential product below multiplies by U^T at every step. Left to
   # itself XLA folds the transpose into the dot as a transposed operand,
-  # which YNNPACK's small-matrix kernels run ~25% slower than a row-major
+  # which YNNPACK's small-matrix kernels run 13-29% slower than a row-major
   # (G*H, H) matrix (GRU 44 vs 34 us, LSTM 59 vs 52 us per step at B=32);
   # the barrier keeps one real transpose per call instead.
   u_t = jax.lax.optimization_barrier(u.T.astype(spec.dtype))
