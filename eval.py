@@ -166,9 +166,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   logging.set_verbosity(logging.WARNING)
-  if train.CPU_DEVICES_FLAG.value is not None:  # Before any device use.
-    train.run_cli(lambda: train.configure_cpu_devices(
-        train.CPU_DEVICES_FLAG.value))
+  train.configure_cpu_devices_from_flag()
   if ARTIFACT_FLAG.value:
     def run_artifact():
       print(json.dumps(evaluate_artifact(ARTIFACT_FLAG.value), indent=1,

@@ -957,6 +957,15 @@ def configure_cpu_devices(count: int) -> int:
   return count
 
 
+def configure_cpu_devices_from_flag() -> None:
+  """Applies --cpu_devices when given (bad input: one line, exit 2).
+
+  Entry points call it first thing in `main`, before any device use.
+  """
+  if CPU_DEVICES_FLAG.value is not None:
+    run_cli(lambda: configure_cpu_devices(CPU_DEVICES_FLAG.value))
+
+
 def config_from_flags() -> Any:
   """The --config ConfigDict with its --config.* overrides recorded."""
   config = CONFIG_FLAG.value
@@ -980,8 +989,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError('Too many command-line arguments.')
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   # Both before anything touches a device.
-  if CPU_DEVICES_FLAG.value is not None:
-    run_cli(lambda: configure_cpu_devices(CPU_DEVICES_FLAG.value))
+  configure_cpu_devices_from_flag()
   if DISTRIBUTED_FLAG.value:
     jax.distributed.initialize(COORDINATOR_FLAG.value, NUM_PROCESSES_FLAG.value,
                                PROCESS_ID_FLAG.value)

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+# Run as a script from anywhere: make the repository importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train import usable_cores  # pylint: disable=g-import-not-at-top
 
 _WORKER = r'''
 import os, sys, time
@@ -41,14 +45,6 @@ while time.perf_counter() - start < seconds:
   calls += 20
 print(2 * n**3 * calls / (time.perf_counter() - start) / 1e9)
 '''
-
-
-def usable_cores() -> int:
-  """Cores this process may run on (its affinity mask, else the CPU count)."""
-  try:
-    return len(os.sched_getaffinity(0))
-  except (AttributeError, OSError):
-    return os.cpu_count() or 1
 
 
 def rates(processes: int, size: int, seconds: float) -> list[float]:

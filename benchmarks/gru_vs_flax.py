@@ -135,13 +135,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     compiled = step.lower((params, tx.init(params)), x, lengths,
                           labels).compile()
     compile_s[name] = time.perf_counter() - start
-    box = [(params, tx.init(params))]
-
-    def call(compiled=compiled, box=box):
-      box[0], loss = compiled(box[0], x, lengths, labels)
-      loss.block_until_ready()
-
-    calls[name] = call
+    calls[name] = timing.stepping(compiled, (params, tx.init(params)), x,
+                                  lengths, labels)
   times = timing.round_robin(calls, args.repeats, args.block, args.warmup)
 
   ref = statistics.median(times['flax RNN(GRUCell)'])

@@ -108,17 +108,17 @@ def build_dense(args: argparse.Namespace, params: Any
   return forward_of(make_model(args)), params
 
 
-def compressor(methods: str, **sections: Any) -> compression.Compressor:
-  """`compression.make` of a `config.compression` section naming `methods`."""
+def compression_config(methods: str, **sections: Any) -> Any:
+  """A `config.compression` section naming `methods`, with their sections."""
   cfg = common.base_config().compression
   cfg.methods = methods
   for name, section in sections.items():
     cfg[name] = section
-  return compression.make(cfg)
+  return cfg
 
 
-def _lowrank(args: argparse.Namespace) -> compression.Compressor:
-  return compressor('lowrank', lowrank=lowrank.config(
+def _lowrank_config(args: argparse.Namespace) -> Any:
+  return compression_config('lowrank', lowrank=lowrank.config(
       regex=r'rnn/.*(input|recurrent)_kernel',
       rank_fraction=args.rank_fraction))
 
@@ -127,7 +127,7 @@ def build_lowrank(args: argparse.Namespace, params: Any
                   ) -> tuple[Forward, Any]:
   """Recurrent and input kernels as SVD factors at a fraction of full rank."""
   model = make_model(args)
-  comp = _lowrank(args)
+  comp = compression.make(_lowrank_config(args))
   factored, state = comp.init(params)
 
   def forward(p, x, lengths):
@@ -149,9 +149,9 @@ def _compressed(comp: compression.Compressor, params: Any
 
 def _shrunk_params(args: argparse.Namespace, params: Any) -> tuple[Any, int]:
   """Unit-pruned (one shot) and physically shrunk parameters, hidden kept."""
-  comp = compressor('prune', prune=pruning.config(
+  comp = compression.make(compression_config('prune', prune=pruning.config(
       granularity='unit', schedule='oneshot', sparsity=args.unit_sparsity,
-      begin_step=0))
+      begin_step=0)))
   p, state = _compressed(comp, params)
   return pruning.shrink(comp.apply(p, state), 'gru')
 
@@ -163,15 +163,16 @@ def build_shrunk(args: argparse.Namespace, params: Any
   return forward_of(make_model(args, kept)), small
 
 
-def _rebuilt(args: argparse.Namespace, methods: str,
-             comp: compression.Compressor, params: Any,
+def _rebuilt(args: argparse.Namespace, cfg: Any, params: Any,
              hidden: int | None = None) -> tuple[Forward, Any]:
-  """Writes `comp`'s artifact of `params` and rebuilds the model from it."""
+  """Writes the artifact of `params` compressed as the `cfg` section says and
+  rebuilds the model from it."""
+  comp = compression.make(cfg)
   p, state = _compressed(comp, params)
   with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, export.FILENAME)
     export.write(path, dense=comp.apply(p, state), exports=comp.export(p, state),
-                 methods=[m for m in methods.split(',') if m],
+                 methods=compression.method_names(cfg),
                  model_cfg=model_config(args, hidden), task='classification',
                  info=info(args))
     artifact = export.read(path)
@@ -181,24 +182,23 @@ def _rebuilt(args: argparse.Namespace, methods: str,
 def build_artifact(args: argparse.Namespace, params: Any
                    ) -> tuple[Forward, Any]:
   """80% unstructured pruning + 8-bit, through the artifact file."""
-  comp = compressor(
+  return _rebuilt(args, compression_config(
       'prune,quantize',
       prune=pruning.config(sparsity=0.8, schedule='oneshot', begin_step=0),
-      quantize=quantization.config(bits=8))
-  return _rebuilt(args, 'prune,quantize', comp, params)
+      quantize=quantization.config(bits=8)), params)
 
 
 def build_artifact_lowrank(args: argparse.Namespace, params: Any
                            ) -> tuple[Forward, Any]:
   """The low-rank model through its artifact file."""
-  return _rebuilt(args, 'lowrank', _lowrank(args), params)
+  return _rebuilt(args, _lowrank_config(args), params)
 
 
 def build_artifact_shrunk(args: argparse.Namespace, params: Any
                           ) -> tuple[Forward, Any]:
   """The shrunk model through its artifact file."""
   small, kept = _shrunk_params(args, params)
-  return _rebuilt(args, '', compressor(''), small, kept)
+  return _rebuilt(args, compression_config(''), small, kept)
 
 
 VARIANTS: list[Variant] = [

@@ -119,13 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     compiled = step.lower(state, x, lengths, labels).compile()
     compile_s[name] = time.perf_counter() - start
-    box = [state]
-
-    def call(compiled=compiled, box=box):
-      box[0], loss = compiled(box[0], x, lengths, labels)
-      loss.block_until_ready()
-
-    calls[name] = call
+    calls[name] = timing.stepping(compiled, state, x, lengths, labels)
   times = timing.round_robin(calls, args.repeats, args.block, args.warmup)
 
   ref = statistics.median(times['float'])

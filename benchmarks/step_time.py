@@ -48,6 +48,7 @@ Needs PyTorch (see benchmarks/requirements.txt); never part of pytest.
 Usage:
   python benchmarks/step_time.py [--repeats 300] [--cpu_devices 0] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -170,13 +171,8 @@ def jax_step(config: Any, devices: list[Any], model: nn.Module | None = None,
                     if setup.teacher else {})
   batch = train.put_batch(data.train_batch(
       setup.dataset.train, config.data.batch_size, config.seed, 0), rows)
-  step_fn = train.make_train_step(setup, config)
-  box = [state]
-
-  def run() -> None:
-    box[0], metrics = step_fn(box[0], batch, teacher_params)
-    jax.block_until_ready(metrics['loss'])
-
+  run = timing.stepping(train.make_train_step(setup, config), state, batch,
+                        teacher_params)
   return run, timing.first_call(run)
 
 

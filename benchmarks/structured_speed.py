@@ -9,9 +9,10 @@ Restores the run's latest checkpoint, builds the masked dense parameters
 model with `hidden` = the kept units, checks that both give the same logits on
 the whole test set (to 1e-5), then times the jitted forward pass of each on
 one batch of `--batch` test sequences, interleaved in the same process
-(`benchmarks/timing.py`: median of `--repeats` calls after warm-up), and prints parameter counts and the
-speed ratio. Without `--workdir` the parameters come from a random init pruned
-one-shot to the config's unit sparsity (the timing depends on shapes only).
+(`benchmarks/timing.py`: median of `--repeats` calls after warm-up), and
+prints parameter counts and the speed ratio. Without `--workdir` the
+parameters come from a random init pruned one-shot to the config's unit
+sparsity (the timing depends on shapes only).
 """
 
 from __future__ import annotations
@@ -66,8 +67,7 @@ def load_dense(config, setup) -> dict:
 def main(argv: list[str]) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore.
-  if train.CPU_DEVICES_FLAG.value is not None:  # Before any device use.
-    train.configure_cpu_devices(train.CPU_DEVICES_FLAG.value)
+  train.configure_cpu_devices_from_flag()
   config = CONFIG.value
   with config.unlocked():
     # The run's own checkpoint holds the parameters; do not retrain a source.

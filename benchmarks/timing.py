@@ -11,11 +11,29 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from typing import Any, Callable
+
+import jax
 
 # One call of a variant; it returns only once the work is done (blocks on
 # the device).
 Call = Callable[[], object]
+
+
+def stepping(step: Callable[..., tuple[Any, Any]], state: Any, *args: Any
+             ) -> Call:
+  """A call that runs `state, out = step(state, *args)` and waits for `out`.
+
+  The state is threaded from one call to the next, as a training loop does
+  (and as a step with donated state requires).
+  """
+  box = [state]
+
+  def call() -> None:
+    box[0], out = step(box[0], *args)
+    jax.block_until_ready(out)
+
+  return call
 
 
 def first_call(call: Call) -> float:
