@@ -2,6 +2,7 @@ r"""Evaluates the latest checkpoint of a workdir, or an artifact alone.
 
 Usage:
   python eval.py --config=configs/gru_baseline.py --workdir=runs/gru_baseline
+  python eval.py --workdir=runs/gru_baseline   # the workdir's config.json
   python eval.py --config=configs/gru_prune.py --workdir=runs/gru_prune --export
   python eval.py --artifact=runs/gru_prune/model.rnnc
 
@@ -31,6 +32,7 @@ import jax
 import ml_collections
 import numpy as np
 
+import cli
 import compression
 from compression import accounting
 from compression import export as export_lib
@@ -53,8 +55,13 @@ def evaluate(config: Any, workdir: str, export: bool = False,
              coding: str = 'huffman') -> dict:
   """Restores the latest checkpoint of `workdir` and evaluates it.
 
+  The workdir's own config.json is the truth about the run (its model, data
+  and methods, whatever flags it was trained with); `config` only has to
+  name the same recipe.
+
   Args:
-    config: the run's ConfigDict (the recipe it was trained with).
+    config: the recipe the run was trained with, or None to use the
+      workdir's config.json alone.
     workdir: the run directory holding `checkpoints/`.
     export: also write `workdir/model.rnnc`; the report then has its sizes
       and the per-leaf rows (`leaves`).
@@ -66,10 +73,20 @@ def evaluate(config: Any, workdir: str, export: bool = False,
   Raises:
     InputError: no checkpoint, or one that does not fit the config.
   """
-  setup = train.build(config)
-  target = train.init_state(config, setup)
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise InputError(f'workdir {workdir}: holds no checkpoints/ to evaluate')
+  saved = train.read_run_config(workdir, 'workdir')
+  if saved is not None:
+    if config is not None and config.name and saved.name != config.name:
+      raise InputError(f'--config: {workdir} holds a {saved.name!r} run, not '
+                       f'{config.name!r}')
+    config = saved
+  elif config is None:
+    raise InputError(f'workdir {workdir}: holds no config.json; give the '
+                     'recipe with --config')
+  setup = train.build(config)
+  target = train.init_state(config, setup,
+                            teacher_width=train.teacher_width(config, workdir))
   mngr = train.checkpoint_manager(workdir, config, read_only=True)
   try:
     state = train.restore_latest(mngr, target, workdir)
@@ -136,6 +153,7 @@ def evaluate_artifact(path: str) -> dict:
             'params_nonzero': int(sum(np.count_nonzero(v)
                                       for v in leaves.values()))}
   report.update({f'test_{k}': v for k, v in metrics.items()})
+  report = train.json_safe(report)  # A non-finite metric is null, never NaN.
   train.write_json(path + '.eval.json', report)
   return report
 
@@ -174,9 +192,11 @@ def main(argv: list[str]) -> None:
 
     train.run_cli(run_artifact)
     return
-  if train.CONFIG_FLAG.value is None:
-    raise app.UsageError('--config is required (or --artifact=PATH)')
-  config = train.config_from_flags()
+  if train.CONFIG_FLAG.value is None and not train.WORKDIR_FLAG.value:
+    raise app.UsageError('--config or --workdir is required (or '
+                         '--artifact=PATH)')
+  config = (train.config_from_flags() if train.CONFIG_FLAG.value is not None
+            else None)
   workdir = train.WORKDIR_FLAG.value or os.path.join('runs', config.name or 'run')
 
   def run():
@@ -191,4 +211,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -3,6 +3,8 @@ r"""Runs the grid of a recipe's `sweep()`, tabulates it and plots it.
 Usage:
   python sweep.py --config=configs/gru_prune.py --workdir=runs/sweep_prune
   python sweep.py --config=configs/gru_prune.py:smoke --workdir=/tmp/s --parallel=2
+  python sweep.py --config=configs/gru_prune.py --workdir=/shared/sweep_prune \
+      --ray_address=HEAD:6379 --point_cpus=2   # on a Ray cluster
   python sweep.py --config=configs/gru_prune.py --workdir=runs/sweep_prune --dry_run
   python sweep.py --plot_from runs/sweep_prune runs/sweep_qat --out=pareto.png
 
@@ -30,12 +32,28 @@ grid and `seeds=N`). It returns a list of points, each a dict:
   =========  ================================================================
 
 Each point runs as `python train.py --config=<recipe>:<arg>
---workdir=<workdir>/<name> --config.<key>=<value>...`, at most `--parallel`
-at a time, its output in `<workdir>/<name>/train.log`. Rerunning the same
-command resumes: points with a results.json are skipped, and an interrupted
-point continues from its checkpoint (train.py resumes). `--dry_run` prints the
+--workdir=<workdir>/<name> --config.<key>=<value>...`, its output in
+`<workdir>/<name>/train.log`, inside a Ray task. With no `--ray_address` the
+sweep starts an embedded local Ray (no dashboard, quiet) whose node offers
+one point per usable core, or `--parallel` points; `--ray_address=auto`,
+`host:port` or `ray://host:port` joins a running cluster instead. Each point
+reserves `--point_cpus`, `--point_gpus` and `--point_resources` (custom
+resources such as a TPU host's chips); resources no live node offers are an
+error before anything runs. A point of a later stage is submitted with the
+results of every unfinished point of the earlier stages as arguments, so Ray
+starts it only once they finish, and it does not run when one failed. A
+point whose worker process or node dies is retried by Ray (RETRIES times)
+and train.py resumes it from its checkpoint; a failure of train.py itself is
+not retried. Rerunning the same command resumes too: points with a
+results.json are skipped. The sweep directory (and the directory sweep.py
+runs in) must be on a filesystem every node sees at the same path; a point on
+a node that cannot see it fails with one line. `--dry_run` prints the
 commands of the unfinished points instead, one per line in stage order (stage
-boundaries go to stderr), for a cluster scheduler.
+boundaries go to stderr), for another scheduler.
+
+While points run, one progress line shows done / running / failed / left,
+the time elapsed and an estimate of the time left; at the end a table lists
+every point, then the last lines of each failed point's train.log.
 
 Outputs in the workdir: `sweep.csv` (one row per point: overrides, status,
 the test metric, compressed size, ratio, times, and every other scalar of the
@@ -48,18 +66,24 @@ metrics.jsonl).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import importlib
 import importlib.util
 import json
+import logging
 import math
 import os
 import re
 import shlex
+import signal
+import socket
 import subprocess
 import sys
 import time
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+
+from compression.errors import InputError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TRAIN = os.path.join(ROOT, 'train.py')
@@ -83,7 +107,7 @@ _POINT_KEYS = ('name', 'arg', 'config', 'overrides', 'stage', 'group',
 _NAME_RE = re.compile(r'[A-Za-z0-9_.+-]+')
 
 
-class SweepError(ValueError):
+class SweepError(InputError):
   """A malformed sweep grid or command line (one line naming the field)."""
 
 
@@ -213,10 +237,278 @@ def is_done(point: Point, sweep_dir: str) -> bool:
 
 
 # ----------------------------------------------------------------------------
-# Running
+# Running: every point is a Ray task
+
+
+# Written by the driver into the sweep directory; a point checks that it sees
+# the same token there before it starts (the shared-filesystem check).
+TOKEN_FILE = '.sweep_token'
+# Ray reruns a task whose worker process or node died, up to this many times;
+# train.py resumes from the point's checkpoint each time. A point whose
+# train.py exits with an error is not retried.
+RETRIES = 3
+# The environment a point inherits from the driver, on every node: the
+# device-count and platform choices (JAX_NUM_CPU_DEVICES, JAX_PLATFORMS), not
+# the driver's own multi-process settings.
+_FORWARDED_ENV = ('JAX_', 'XLA_FLAGS')
+_NOT_FORWARDED = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES',
+                  'JAX_PROCESS_ID', 'JAX_LOCAL_DEVICE_IDS')
+
+
+class Engine(NamedTuple):
+  """Where the points run, and what each point reserves.
+
+  Attributes:
+    address: '' starts an embedded local Ray for the sweep; 'auto',
+      'host:port' or 'ray://host:port' joins a running Ray cluster.
+    parallel: embedded Ray only: points at once (the local node offers
+      `parallel * cpus` CPUs, rounded up); 0 = one point per usable core.
+    cpus: CPUs each point reserves.
+    gpus: GPUs each point reserves (Ray sets CUDA_VISIBLE_DEVICES for it).
+    resources: custom resources each point reserves, (name, amount) pairs,
+      e.g. (('TPU', 4),).
+  """
+  address: str = ''
+  parallel: int = 0
+  cpus: float = 1.0
+  gpus: float = 0.0
+  resources: tuple[tuple[str, float], ...] = ()
+
+
+def parse_resources(text: str) -> tuple[tuple[str, float], ...]:
+  """Parses --point_resources.
+
+  Args:
+    text: 'name=amount,...', e.g. 'TPU=4,accelerator_type:TPU-V4=0.001'
+      ('' = none).
+
+  Returns:
+    The (name, amount) pairs, e.g. (('TPU', 4.0), ...).
+
+  Raises:
+    SweepError: an entry that is not name=amount with a positive amount.
+  """
+  out = []
+  for item in (t.strip() for t in text.split(',')):
+    if not item:
+      continue
+    name, eq, amount = item.rpartition('=')
+    try:
+      value = float(amount)
+    except ValueError:
+      value = float('nan')
+    if not eq or not name or not value > 0:
+      raise SweepError(f'--point_resources: {item!r} must be name=amount '
+                       'with amount > 0, e.g. TPU=4')
+    out.append((name, value))
+  return tuple(out)
+
+
+def _usable_cores() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except (AttributeError, OSError):
+    return os.cpu_count() or 1
+
+
+def _probe(host: str, port: str, seconds: float = 5.0) -> bool:
+  """Whether something accepts TCP connections at host:port."""
+  try:
+    with socket.create_connection((host, int(port)), timeout=seconds):
+      return True
+  except (OSError, ValueError):
+    return False
+
+
+def _ray():
+  """Imports ray quietly (no usage-stats notice, no retry warnings)."""
+  os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
+  os.environ.setdefault('RAY_BACKEND_LOG_LEVEL', 'error')
+  import ray  # pylint: disable=g-import-not-at-top
+  return ray
+
+
+@contextlib.contextmanager
+def ray_session(engine: Engine) -> Iterator[None]:
+  """Starts the embedded Ray or joins the cluster; leaves it on exit.
+
+  A Ray this process is already connected to (a notebook's `ray.init()`, a
+  caller's session) is used as it is and left running.
+
+  Args:
+    engine: the address and, for the embedded Ray, its size.
+
+  Raises:
+    SweepError: a malformed or unreachable --ray_address, or a bad size.
+  """
+  if engine.parallel < 0:
+    raise SweepError(f'--parallel: {engine.parallel} must be >= 0 '
+                     '(0 = one point per core)')
+  address = engine.address.strip()
+  host, _, port = address.removeprefix('ray://').rpartition(':')
+  if address and address != 'auto' and not (host and port.isdigit()):
+    raise SweepError(f'--ray_address: {address!r}; valid: auto, host:port '
+                     '(the head\'s GCS port, 6379 by default) or '
+                     'ray://host:port (Ray Client, 10001 by default)')
+  if address and engine.parallel:
+    raise SweepError('--parallel: only for the embedded Ray; on a cluster '
+                     '(--ray_address) --point_cpus and the nodes\' CPUs set '
+                     'how many points run at once')
+  ray = _ray()
+  if ray.is_initialized():
+    yield
+    return
+  quiet = dict(include_dashboard=False, log_to_driver=False,
+               logging_level=logging.ERROR, configure_logging=True)
+  if not address:
+    # Ray counts a node's CPUs in whole numbers.
+    cpus = math.ceil(engine.parallel * engine.cpus if engine.parallel
+                     else max(_usable_cores(), engine.cpus))
+    # Points return a few numbers: the object store can be the smallest.
+    ray.init(address='local', num_cpus=cpus, object_store_memory=80 << 20,
+             **quiet)
+  else:
+    if address != 'auto':
+      if not _probe(host, port):
+        raise SweepError(f'--ray_address: nothing answers at {host}:{port} '
+                         '(is the cluster up? `ray start --head` prints its '
+                         'address)')
+    try:
+      ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+      first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+      hint = ('' if os.environ.get('RAY_AUTH_MODE') or 'find' in first else
+              ' (a cluster started with token authentication, the default of '
+              '`ray start`, also needs RAY_AUTH_MODE=token here)')
+      raise SweepError(f'--ray_address: cannot join {address!r}: {first}'
+                       + hint) from e
+  try:
+    yield
+  finally:
+    ray.shutdown()
+
+
+def _need(engine: Engine) -> dict[str, float]:
+  need = {'CPU': engine.cpus, 'GPU': engine.gpus, **dict(engine.resources)}
+  return {k: v for k, v in need.items() if v}
+
+
+def check_resources(engine: Engine, nodes: Sequence[dict]) -> None:
+  """Fails fast when no node offers what one point asks for.
+
+  Args:
+    engine: the per-point resources.
+    nodes: `ray.nodes()`.
+
+  Raises:
+    SweepError: naming the flag, the amount and what the nodes offer.
+  """
+  offers = [n.get('Resources', {}) for n in nodes if n.get('Alive')]
+  need = _need(engine)
+  if any(all(o.get(k, 0) >= v for k, v in need.items()) for o in offers):
+    return
+  flags = {'CPU': '--point_cpus', 'GPU': '--point_gpus'}
+  short = [k for k, v in need.items()
+           if not any(o.get(k, 0) >= v for o in offers)] or list(need)
+  key = short[0]
+  shown = '; '.join(
+      ', '.join(f'{k} {v:g}' for k, v in sorted(o.items())
+                if not k.startswith(('node:', 'memory', 'object_store')))
+      for o in offers) or 'no nodes'
+  raise SweepError(f'{flags.get(key, "--point_resources")}: a point asks for '
+                   f'{key} {need[key]:g} (with {", ".join(need)}), but no node '
+                   f'of the Ray cluster offers that; nodes offer: {shown}')
+
+
+def _die_with_parent() -> None:
+  """In the child: SIGKILL when the Ray worker that started it dies (Linux).
+
+  A train.py that outlived a killed worker would race the retry for the
+  same run directory. Ray's raylet also ends a dead worker's children where
+  it can; this holds whatever Ray is configured to do.
+  """
+  try:
+    import ctypes  # pylint: disable=g-import-not-at-top
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # SET_PDEATHSIG
+  except (OSError, AttributeError):
+    pass
+
+
+def run_point(argv: Sequence[str], run_dir: str, sweep_dir: str, token: str,
+              cwd: str, env: dict[str, str], *after: dict) -> dict:
+  """The body of one point's Ray task: runs its train.py to the end.
+
+  Args:
+    argv: the point's train.py command; its first item, the interpreter, is
+      replaced by this worker's own.
+    run_dir: the point's run directory (absolute).
+    sweep_dir: the sweep directory (absolute).
+    token: the content of `<sweep_dir>/.sweep_token` the driver wrote.
+    cwd: the driver's working directory (relative paths in argv).
+    env: variables to set for train.py (the driver's JAX_* and XLA_FLAGS).
+    *after: the results of the points of earlier stages (Ray passes them
+      once they finish); when one failed this point does not run.
+
+  Returns:
+    {'name', 'ok', 'host', 'node' (Ray's node id), 'resources' (what Ray
+    assigned it), 'pid', 'seconds', 'returncode', 'error'}; 'error' is one
+    line, or the last lines of train.log.
+  """
+  name = os.path.basename(run_dir)
+  host = socket.gethostname()
+  try:
+    import ray  # pylint: disable=g-import-not-at-top
+    context = ray.get_runtime_context()
+    node, assigned = context.get_node_id(), context.get_assigned_resources()
+  except Exception:  # pylint: disable=broad-except
+    node, assigned = '', {}  # Called outside a Ray task.
+  out = {'name': name, 'ok': False, 'host': host, 'node': node,
+         'resources': assigned, 'pid': os.getpid(), 'seconds': 0.0,
+         'returncode': None, 'error': ''}
+  failed = sorted(r['name'] for r in after if not r['ok'])
+  if failed:
+    out['error'] = f'not run: it starts from {", ".join(failed)}, which failed'
+    return out
+  try:
+    with open(os.path.join(sweep_dir, TOKEN_FILE)) as f:
+      seen = f.read().strip()
+  except OSError:
+    seen = ''
+  if seen != token or not os.path.isdir(cwd):
+    missing = sweep_dir if seen != token else cwd
+    out['error'] = (f'node {host} cannot see {missing} (every node must see '
+                    'the sweep directory and the directory sweep.py runs in '
+                    'at the same paths: put them on a shared filesystem)')
+    return out
+  os.makedirs(run_dir, exist_ok=True)
+  t0 = time.time()
+  state = {'name': name, 'state': 'running', 'host': host, 'node': node,
+           'resources': assigned, 'pid': os.getpid(), 'started': t0}
+  _write_json(os.path.join(run_dir, 'sweep_point.json'), state)
+  argv = [sys.executable, *argv[1:]]
+  log_path = os.path.join(run_dir, 'train.log')
+  with open(log_path, 'a') as log:
+    log.write(f'# {time.strftime("%Y-%m-%d %H:%M:%S")} on {host} (worker pid '
+              f'{os.getpid()}): {shlex.join(argv)}\n')
+    log.flush()
+    proc = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        cwd=cwd,
+        env={**os.environ, **env}, preexec_fn=_die_with_parent)
+    _write_json(os.path.join(run_dir, 'sweep_point.json'),
+                {**state, 'train_pid': proc.pid})
+    out['returncode'] = proc.wait()
+  out['seconds'] = time.time() - t0
+  out['ok'] = out['returncode'] == 0 and os.path.exists(
+      os.path.join(run_dir, 'results.json'))
+  if not out['ok']:
+    out['error'] = (f'train.py exit {out["returncode"]}; last lines of '
+                    f'{log_path}:\n' + _tail(log_path))
+  return out
 
 
 def _say(text: str) -> None:
+  _progress.clear()
   print(time.strftime('%H:%M:%S ') + text, flush=True)
 
 
@@ -228,90 +520,162 @@ def _tail(path: str, lines: int = 8) -> str:
     return ''
 
 
-def _start(point: Point, sweep_dir: str) -> tuple[subprocess.Popen, Any]:
-  run_dir = os.path.join(sweep_dir, point.name)
-  os.makedirs(run_dir, exist_ok=True)
-  log = open(os.path.join(run_dir, 'train.log'), 'a')
-  argv = command(point, sweep_dir, python=sys.executable)
-  log.write(f'# {time.strftime("%Y-%m-%d %H:%M:%S")} {shlex.join(argv)}\n')
-  log.flush()
-  proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                          stdin=subprocess.DEVNULL)
-  return proc, log
+def _clock(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return '?'
+  seconds = int(round(seconds))
+  return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
 
 
-def run_points(points: Sequence[Point], sweep_dir: str, parallel: int = 1
-               ) -> list[str]:
-  """Runs the unfinished points, stage by stage, `parallel` at a time.
+class _Progress:
+  """The one live progress line.
+
+  On a terminal it is redrawn in place (event lines clear it first);
+  otherwise (a log file) it is printed whenever its counts change.
+  """
+
+  def __init__(self):
+    self.drawn = False
+    self.counts: tuple = ()
+
+  def show(self, text: str, counts: tuple) -> None:
+    if sys.stdout.isatty():
+      sys.stdout.write('\r\x1b[K' + text)
+      sys.stdout.flush()
+      self.drawn = True
+    elif counts != self.counts:
+      print(time.strftime('%H:%M:%S ') + text, flush=True)
+    self.counts = counts
+
+  def clear(self) -> None:
+    if self.drawn:
+      sys.stdout.write('\r\x1b[K')
+      sys.stdout.flush()
+      self.drawn = False
+
+
+_progress = _Progress()
+
+
+def run_points(points: Sequence[Point], sweep_dir: str,
+               engine: Engine = Engine()) -> dict[str, str]:
+  """Runs the unfinished points as Ray tasks; a stage waits for earlier ones.
+
+  Every point of a stage is submitted with the results of all unfinished
+  points of earlier stages as arguments, so Ray starts it only after they
+  finish (and it does not run when one of them failed). Needs a Ray session
+  (`ray_session`).
 
   Args:
     points: the grid.
     sweep_dir: the sweep's workdir.
-    parallel: the most train.py processes at once.
+    engine: each point's resources.
 
   Returns:
-    The names of the points that failed (empty when all finished). A failed
-    stage stops the sweep before the next stage, whose points depend on it.
+    The failed points: name -> the error (one line, or the last lines of its
+    train.log). Empty when all finished.
   """
-  if parallel < 1:
-    raise SweepError(f'--parallel: {parallel} must be >= 1')
+  ray = _ray()
+  check_resources(engine, ray.nodes())
   os.makedirs(sweep_dir, exist_ok=True)
-  total = len(points)
-  failed: list[str] = []
-  running: dict[str, tuple[Point, subprocess.Popen, Any, float]] = {}
-  count = 0
+  abs_dir = os.path.abspath(sweep_dir)
+  token = os.urandom(8).hex()
+  _write_text(os.path.join(abs_dir, TOKEN_FILE), token + '\n')
+  env = {k: v for k, v in os.environ.items()
+         if k.startswith(_FORWARDED_ENV) and k not in _NOT_FORWARDED}
+  cwd = os.getcwd()
+  custom = dict(engine.resources)
+  if run_point.__module__ != '__main__':
+    # Shipped by value, as from a script: a worker need not import this file.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[run_point.__module__])
+  task = ray.remote(run_point).options(
+      num_cpus=engine.cpus, num_gpus=engine.gpus, resources=custom or None,
+      max_retries=RETRIES, retry_exceptions=False)
+
+  total, done, failed = len(points), 0, {}
+  refs: dict[Any, Point] = {}
+  earlier: list[Any] = []
+  for stage in sorted({p.stage for p in points}):
+    mine = []
+    for p in points:
+      if p.stage != stage:
+        continue
+      if is_done(p, sweep_dir):
+        done += 1
+        _say(f'skip {p.name} (done) [{done}/{total}]')
+        continue
+      argv = command(p._replace(config=os.path.abspath(p.config)), sweep_dir,
+                     python=sys.executable)
+      state = os.path.join(sweep_dir, p.name, 'sweep_point.json')
+      if os.path.exists(state):  # An earlier sweep's record of this point.
+        _write_json(state, {'name': p.name, 'state': 'queued'})
+      ref = task.remote(argv, os.path.join(abs_dir, p.name), abs_dir, token,
+                        cwd, env, *earlier)
+      refs[ref] = p
+      mine.append(ref)
+      _say(f'run {p.name}: {p.recipe}')
+    earlier += mine
+
+  t0, finished = time.time(), 0
   try:
-    for stage in sorted({p.stage for p in points}):
-      queue = []
-      for p in points:
-        if p.stage != stage:
-          continue
-        if is_done(p, sweep_dir):
-          count += 1
-          _say(f'skip {p.name} (done) [{count}/{total}]')
+    while refs:
+      ready, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+      for ref in ready:
+        p = refs.pop(ref)
+        try:
+          result = ray.get(ref)
+        except ray.exceptions.RayError as e:  # Retries used up, node lost.
+          lines = str(e).strip().splitlines()
+          result = {'ok': False, 'seconds': 0.0,
+                    'error': f'{type(e).__name__}: '
+                             + (lines[0] if lines else '')}
+        finished += 1
+        run_dir = os.path.join(sweep_dir, p.name)
+        record = {'name': p.name, 'state': 'done' if result['ok'] else 'failed',
+                  'wall_seconds': result['seconds'],
+                  'host': result.get('host', ''),
+                  'node': result.get('node', ''),
+                  'resources': result.get('resources', {}),
+                  'command': shlex.join(command(p, sweep_dir))}
+        if result['ok']:
+          done += 1
+          _write_json(os.path.join(run_dir, 'sweep_point.json'), record)
+          row = _result_row(p, sweep_dir)
+          _say(f'done {p.name} in {result["seconds"]:.1f} s on '
+               f'{result["host"]} (node {result["node"][:8]}): '
+               f'{row["metric"]} {row["value"]} [{done}/{total}]')
         else:
-          queue.append(p)
-      while queue or running:
-        while queue and len(running) < parallel:
-          p = queue.pop(0)
-          proc, log = _start(p, sweep_dir)
-          running[p.name] = (p, proc, log, time.perf_counter())
-          _say(f'run {p.name}: {p.recipe}')
-        time.sleep(0.2)
-        for name in list(running):
-          p, proc, log, t0 = running[name]
-          if proc.poll() is None:
-            continue
-          del running[name]
-          log.close()
-          seconds = time.perf_counter() - t0
-          count += 1
-          run_dir = os.path.join(sweep_dir, name)
-          if proc.returncode == 0 and is_done(p, sweep_dir):
-            _write_json(os.path.join(run_dir, 'sweep_point.json'), {
-                'name': name, 'wall_seconds': seconds,
-                'command': shlex.join(command(p, sweep_dir))})
-            row = _result_row(p, sweep_dir)
-            _say(f'done {name} in {seconds:.1f} s: {row["metric"]} '
-                 f'{row["value"]} [{count}/{total}]')
-          else:
-            failed.append(name)
-            _say(f'FAILED {name} (exit {proc.returncode}) [{count}/{total}]; '
-                 f'last lines of {run_dir}/train.log:\n'
-                 + _tail(os.path.join(run_dir, 'train.log')))
-      if failed:
-        _say(f'stage {stage} had failures; later stages not started')
-        break
+          failed[p.name] = result['error']
+          if os.path.isdir(run_dir):
+            _write_json(os.path.join(run_dir, 'sweep_point.json'),
+                        {**record, 'error': result['error']})
+          _say(f'FAILED {p.name}: {result["error"]}'.rstrip())
+      running = sum(_read_json(os.path.join(abs_dir, p.name,
+                                            'sweep_point.json')
+                               ).get('state') == 'running'
+                    for p in refs.values())
+      elapsed = time.time() - t0
+      left = len(refs) - running
+      eta = (elapsed / finished * len(refs)) if finished else float('nan')
+      _progress.show(
+          f'done {done} · running {running} · failed {len(failed)} · '
+          f'left {left} of {total} · {_clock(elapsed)} elapsed · '
+          f'~{_clock(eta)} left', (done, running, len(failed), left))
   except KeyboardInterrupt:
-    # Only the processes this sweep started; their checkpoints stay, so a
-    # rerun resumes them.
-    for _, proc, log, _ in running.values():
-      proc.terminate()
-    for _, proc, log, _ in running.values():
-      proc.wait()
-      log.close()
+    # Only this sweep's tasks; their checkpoints stay, so a rerun resumes.
+    for ref in refs:
+      ray.cancel(ref, force=True)
     raise
+  finally:
+    _progress.clear()
   return failed
+
+
+def _write_text(path: str, text: str) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
 
 
 def dry_run(points: Sequence[Point], sweep_dir: str,
@@ -651,21 +1015,24 @@ def curve_runs(rows: Sequence[dict], sweep_dir: str) -> list[tuple[str, str]]:
 # Command line
 
 
-def sweep(config_spec: str, workdir: str, parallel: int = 1,
-          plots: bool = True) -> tuple[list[dict], list[str]]:
+def sweep(config_spec: str, workdir: str, engine: Engine = Engine(),
+          plots: bool = True) -> tuple[list[dict], dict[str, str]]:
   """Runs a grid to completion (resuming), then writes its csv and plots.
 
   Args:
     config_spec: the recipe and its sweep arg, 'configs/gru_prune.py:smoke'.
     workdir: the sweep's directory.
-    parallel: train.py processes at once.
+    engine: the Ray to run on (embedded by default) and each point's
+      resources. A Ray session this process already has is used as it is.
     plots: also draw pareto.png and curves.png.
 
   Returns:
-    (the csv rows, the names of failed points).
+    (the csv rows, the failed points: name -> error).
   """
   points = load_points(config_spec)
-  failed = run_points(points, workdir, parallel)
+  os.makedirs(workdir, exist_ok=True)  # A bad --workdir fails before Ray.
+  with ray_session(engine):
+    failed = run_points(points, workdir, engine)
   rows = collect(points, workdir)
   write_csv(rows, os.path.join(workdir, 'sweep.csv'))
   if plots and any(r['status'] == 'done' for r in rows):
@@ -674,6 +1041,37 @@ def sweep(config_spec: str, workdir: str, parallel: int = 1,
     plot_curves(curve_runs(rows, workdir), os.path.join(workdir, 'curves.png'),
                 f'training curves, sweep of {name}')
   return rows, failed
+
+
+def summary_table(rows: Sequence[dict], failed: dict[str, str]) -> str:
+  """The end-of-sweep table: one line per point, then each failure's lines.
+
+  Args:
+    rows: `collect`'s rows.
+    failed: name -> error, from `run_points`.
+
+  Returns:
+    The text, ending in a newline.
+  """
+  def cell(v: Any) -> str:
+    if isinstance(v, float):
+      return f'{v:.4g}' if abs(v) < 1e5 else f'{v:.0f}'
+    return str(v)
+
+  header = ('point', 'stage', 'status', 'metric', 'value', 'bytes', 'wall_s')
+  table = [header] + [
+      (r['name'], r['stage'], 'failed' if r['name'] in failed else r['status'],
+       r['metric'] or '-', r['value'], r.get('compressed_bytes', ''),
+       r['wall_seconds'] if r['wall_seconds'] == '' else
+       f'{float(r["wall_seconds"]):.1f}')
+      for r in rows]
+  table = [[cell(c) for c in line] for line in table]
+  widths = [max(len(line[k]) for line in table) for k in range(len(header))]
+  text = '\n'.join('  '.join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
+                   for line in table) + '\n'
+  for name, error in failed.items():
+    text += f'\n{name} failed: {error.rstrip()}\n'
+  return text
 
 
 def _rows_of(sweep_dir: str) -> list[dict]:
@@ -692,8 +1090,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "configs/gru_prune.py or configs/gru_prune.py:smoke")
   parser.add_argument('--workdir', help='sweep directory (default '
                       'runs/sweep_<recipe>)')
-  parser.add_argument('--parallel', type=int, default=1,
-                      help='train.py processes at once (default 1)')
+  parser.add_argument('--ray_address', default='',
+                      help="join a Ray cluster: 'auto' (this node's), "
+                      "host:port (the head's GCS) or ray://host:port (Ray "
+                      "Client); default: an embedded local Ray")
+  parser.add_argument('--parallel', type=int, default=0,
+                      help='embedded Ray only: points at once (default 0: '
+                      'one per usable core)')
+  parser.add_argument('--point_cpus', type=float, default=1.0,
+                      help='CPUs each point reserves (default 1)')
+  parser.add_argument('--point_gpus', type=float, default=0.0,
+                      help='GPUs each point reserves (default 0)')
+  parser.add_argument('--point_resources', default='', metavar='NAME=N,...',
+                      help='custom Ray resources each point reserves, e.g. '
+                      'TPU=4')
   parser.add_argument('--dry_run', action='store_true',
                       help='print the commands of unfinished points only')
   parser.add_argument('--plot_from', nargs='+', metavar='DIR',
@@ -714,10 +1124,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
       dry_run(load_points(args.config), workdir)
       return 0
-    rows, failed = sweep(args.config, workdir, args.parallel)
+    for flag, value in (('--point_cpus', args.point_cpus),
+                        ('--point_gpus', args.point_gpus)):
+      if not value >= 0:
+        raise SweepError(f'{flag}: {value} must be >= 0')
+    engine = Engine(address=args.ray_address, parallel=args.parallel,
+                    cpus=args.point_cpus, gpus=args.point_gpus,
+                    resources=parse_resources(args.point_resources))
+    rows, failed = sweep(args.config, workdir, engine)
   except SweepError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  print(summary_table(rows, failed), end='')
   done = sum(r['status'] == 'done' for r in rows)
   print(f'{done}/{len(rows)} points done; wrote {workdir}/sweep.csv'
         + (f'; failed: {", ".join(failed)}' if failed else ''))
@@ -725,4 +1143,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  import train  # pylint: disable=g-import-not-at-top
+  sys.exit(train.run_cli(main))  # A workdir OSError is one line, exit 2.

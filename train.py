@@ -13,17 +13,25 @@ and notebooks call directly. It writes to `workdir`:
 * `checkpoints/`: orbax checkpoints; rerunning the same command resumes from
   the latest one and ends with exactly the parameters of an uninterrupted run,
   because batches, rng and updates are pure functions of (seed, step).
+* `checkpoint_digests.json`: the SHA-256 of every field of each checkpoint,
+  written before the save; a restore that does not match it (or holds NaN
+  parameters) falls back to the newest checkpoint that does, with one line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
+import gc
 import hashlib
 import importlib
 import json
 import math
 import os
+import shutil
 import sys
+import threading
 import time
 from typing import Any, Iterator, NamedTuple, Sequence
 
@@ -33,11 +41,13 @@ from absl import logging
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
+import ml_collections
 from ml_collections import config_flags
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+import cli
 import compression
 from compression import distillation
 from compression import export as export_lib
@@ -105,6 +115,15 @@ def make_optimizer(cfg: Any, steps: int) -> optax.GradientTransformation:
   Returns:
     An optax GradientTransformation (clipping, then the optimizer).
   """
+  for field, low in (('learning_rate', None), ('end_factor', 0.0),
+                     ('warmup_steps', 0.0), ('weight_decay', 0.0),
+                     ('momentum', 0.0), ('grad_clip_norm', 0.0)):
+    value = cfg[field]
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+        or not math.isfinite(value) or (low is not None and value < low)):
+      raise InputError(f'optimizer.{field}: must be a finite number'
+                       + (f' >= {low:g}' if low is not None else '')
+                       + f', got {value!r}')
   if cfg.learning_rate <= 0:
     raise InputError(
         f'optimizer.learning_rate: must be > 0, got {cfg.learning_rate}')
@@ -137,6 +156,28 @@ def make_optimizer(cfg: Any, steps: int) -> optax.GradientTransformation:
     parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
   parts.append(optimizers[cfg.name]())
   return optax.chain(*parts)
+
+
+def validate_numbers(config: Any) -> None:
+  """Refuses NaN or infinite numbers anywhere in a config, and a bad seed.
+
+  Runs before anything is built or written, so `--config.x=nan` is one line.
+
+  Raises:
+    InputError: naming the field.
+  """
+  def walk(node: Any, prefix: str) -> None:
+    for key, value in node.items():
+      if isinstance(value, dict):
+        walk(value, f'{prefix}{key}.')
+      elif isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f'{prefix}{key}: must be a finite number, got '
+                         f'{value}')
+  walk(config.to_dict(), '')
+  seed = config.seed
+  if isinstance(seed, bool) or not isinstance(seed, int) or not (
+      0 <= seed < 2**32):
+    raise InputError(f'seed: must be an integer in [0, 2^32), got {seed!r}')
 
 
 def task_loss(task: str, out: jax.Array, batch: dict[str, jax.Array],
@@ -196,6 +237,17 @@ def finish_metrics(task: str, sums: dict[str, float], info: dict) -> dict:
   return metrics
 
 
+def check_schedule(config: Any) -> None:
+  """The `train` periods: each an integer, positive where it divides."""
+  for field, low in (('steps', 0), ('log_every', 1), ('checkpoint_every', 1),
+                     ('eval_every', 0), ('keep_checkpoints', 1)):
+    value = config.train[field]
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+      extra = ' (0 = only at the end)' if field == 'eval_every' else ''
+      raise InputError(f'train.{field}: must be an integer >= {low}{extra}, '
+                       f'got {value!r}')
+
+
 def build(config: Any, devices: Sequence[Any] | None = None) -> Setup:
   """Validates the config and builds data, model, compressor and optimizer.
 
@@ -209,13 +261,19 @@ def build(config: Any, devices: Sequence[Any] | None = None) -> Setup:
   Returns:
     The Setup (its mesh spans `devices`).
   """
+  check_schedule(config)
+  if config.compression.hidden_state.cell_bits and config.model.cell != 'lstm':
+    raise InputError(
+        'compression.hidden_state.cell_bits: only an lstm has a cell state; '
+        f'model.cell is {config.model.cell!r} (use hidden_state.bits for h_t)')
   dataset = data.load(config.data)
   state_fn, cell_state_fn = compression.model_hooks(config.compression)
   model = models.make(config.model, dataset.task, dataset.info,
                       state_fn=state_fn, cell_state_fn=cell_state_fn)
   compressor = compression.make(config.compression)
-  if config.train.steps < 0:
-    raise InputError(f'train.steps: must be >= 0, got {config.train.steps}')
+  if config.needs_source and not (config.init_from or config.init_config):
+    raise InputError(f'init_from: {config.name}.py compresses a trained run; '
+                     'name its workdir with --config.init_from=<dir>')
   if (config.init_from and not config.init_config and not os.path.isdir(
       os.path.join(config.init_from, 'checkpoints'))):
     raise InputError(f'init_from: {config.init_from!r} holds no checkpoints/')
@@ -256,8 +314,20 @@ def check(config: Any) -> None:
   setup.compressor.init(params)
 
 
-def init_state(config: Any, setup: Setup) -> TrainState:
-  """The step-0 state: fresh parameters, optimizer and compression state."""
+def init_state(config: Any, setup: Setup,
+               teacher_width: int | None = None) -> TrainState:
+  """The step-0 state: fresh parameters, optimizer and compression state.
+
+  Args:
+    config: the run's config.
+    setup: its Setup.
+    teacher_width: the teacher's hidden width, which sizes the hidden-state
+      distillation projection; None takes it from `setup.teacher` (eval.py,
+      which loads no teacher, passes it to restore a distilled student).
+
+  Returns:
+    The TrainState at step 0.
+  """
   rng = jax.random.PRNGKey(config.seed)
   init_rng, rng = jax.random.split(rng)
   example = jax.tree.map(lambda a: a[:2], setup.dataset.train)
@@ -266,10 +336,11 @@ def init_state(config: Any, setup: Setup) -> TrainState:
     params = restore_params(config.init_from, params)
   params, comp_state = setup.compressor.init(params)
   aux = {}
-  if setup.teacher is not None and config.distill.feature_weight:
+  if teacher_width is None and setup.teacher is not None:
+    teacher_width = setup.teacher.width
+  if teacher_width is not None and config.distill.feature_weight:
     aux['projection'] = distillation.init_projection(
-        jax.random.fold_in(init_rng, 1), config.model.hidden,
-        setup.teacher.width)
+        jax.random.fold_in(init_rng, 1), config.model.hidden, teacher_width)
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params,
       opt_state=setup.tx.init({'model': params, 'aux': aux}),
@@ -283,21 +354,7 @@ def restore_params(workdir: str, target: Any) -> Any:
   Only the parameters are read, so the source run may have used another
   optimizer; their structure and shapes must match `target`.
   """
-  mngr = ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'),
-      options=ocp.CheckpointManagerOptions(read_only=True, create=False))
-  step = mngr.latest_step()
-  if step is None:
-    raise InputError(f'init_from: {workdir!r} holds no checkpoint')
-  try:
-    tree = mngr.restore(step, args=ocp.args.StandardRestore())
-    # TrainState is saved as a NamedTuple of fields: params is field 1.
-    params = tree['params'] if isinstance(tree, dict) else tree[1]
-  except Exception as e:  # Orbax raises many types for a damaged directory.
-    raise InputError(f'init_from: checkpoint {workdir}/checkpoints/{step} '
-                     f'cannot be read ({type(e).__name__})') from None
-  finally:
-    mngr.close()
+  params = restore_verified_params(workdir, 'init_from')
   want = jax.tree_util.tree_flatten_with_path(target)[0]
   got = dict((compression.core.path_str(p), v) for p, v in
              jax.tree_util.tree_flatten_with_path(params)[0])
@@ -519,11 +576,17 @@ def size_report(dense: Any) -> dict:
 
 
 class MetricsWriter:
-  """Appends rows to metrics.jsonl; on resume, drops rows past the restart."""
+  """Appends rows to metrics.jsonl; on resume, drops rows past the restart.
+
+  A (step, split) row is written once: rerunning a finished run, or resuming
+  one whose final row is already there, adds nothing. Non-finite values are
+  written as null (JSON has no NaN).
+  """
 
   def __init__(self, path: str, resume_step: int):
     self._path = path
     self._file = None
+    self._seen: set[tuple[int, str]] = set()
     if jax.process_index():
       return  # Only process 0 writes files in a multi-host job.
     if os.path.exists(path):
@@ -534,7 +597,12 @@ class MetricsWriter:
             row = json.loads(line)
           except json.JSONDecodeError:
             continue  # A line cut short by a kill.
-          if row.get('step', 0) <= resume_step:
+          if not isinstance(row, dict) or not isinstance(
+              row.get('step', 0), int):
+            continue
+          key = (row.get('step', 0), row.get('split'))
+          if key[0] <= resume_step and key not in self._seen:
+            self._seen.add(key)
             kept.append(line if line.endswith('\n') else line + '\n')
       tmp = path + '.tmp'
       with open(tmp, 'w') as f:
@@ -545,9 +613,12 @@ class MetricsWriter:
   def write(self, step: int, split: str, metrics: dict) -> None:
     if jax.process_index():
       return  # Only process 0 writes files in a multi-host job.
+    if (int(step), split) in self._seen:
+      return
+    self._seen.add((int(step), split))
     row = {'step': int(step), 'split': split}
     row.update({k: float(v) for k, v in metrics.items()})
-    self._file.write(json.dumps(row) + '\n')
+    self._file.write(json.dumps(json_safe(row), allow_nan=False) + '\n')
     self._file.flush()
 
   def close(self) -> None:
@@ -556,42 +627,291 @@ class MetricsWriter:
 
 
 def write_json(path: str, obj: dict) -> None:
-  """Writes JSON atomically (temp file + rename), so a kill never truncates."""
+  """Writes JSON atomically (temp file + rename), so a kill never truncates.
+
+  Non-finite floats are written as null, so the file is always valid JSON.
+  A failed write (e.g. a full disk) removes its temp file and leaves `path`
+  as it was.
+  """
   if jax.process_index():
     return  # Only process 0 writes files in a multi-host job.
+  text = json.dumps(json_safe(obj), indent=1, sort_keys=True,
+                    allow_nan=False) + '\n'
   tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
-    f.write('\n')
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'w') as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except OSError as e:
+    try:
+      os.remove(tmp)
+    except OSError:
+      pass
+    raise type(e)(e.errno, e.strerror, path) from None
+
+
+# Digests of the checkpoints of a workdir: {step: {field: sha256}}, written
+# (atomically) before each save, so a checkpoint on disk always has its digest
+# and a failed write leaves the earlier checkpoints untouched.
+DIGESTS = 'checkpoint_digests.json'
+# Where a resumed run moves the checkpoints that failed verification.
+REJECTED = 'rejected_checkpoints'
 
 
 def checkpoint_manager(workdir: str, config: Any,
                        read_only: bool = False) -> ocp.CheckpointManager:
-  """The orbax CheckpointManager of a workdir (synchronous saves)."""
-  options = ocp.CheckpointManagerOptions(
-      max_to_keep=max(1, config.train.keep_checkpoints),
-      enable_async_checkpointing=False, create=not read_only,
-      read_only=read_only)
-  return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options)
+  """The orbax CheckpointManager of a workdir (synchronous saves).
+
+  Raises:
+    OSError: the workdir or its `checkpoints` is not a directory, or cannot
+      be created (permissions, read-only file system, full disk).
+  """
+  root = os.path.abspath(workdir)
+  directory = os.path.join(root, 'checkpoints')
+  for path in (root, directory):
+    if os.path.exists(path) and not os.path.isdir(path):
+      raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+  try:
+    # Quiet: orbax warns about read-only options and logs damaged step
+    # metadata as errors; restore_latest reports what matters in one line.
+    with _quiet_orbax():
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=max(1, config.train.keep_checkpoints),
+          enable_async_checkpointing=False, create=not read_only,
+          read_only=read_only)
+      return ocp.CheckpointManager(directory, options=options)
+  except OSError:
+    raise
+  except Exception as e:  # Orbax and tensorstore wrap file errors.
+    raise as_os_error(e, directory) from None
+
+
+def _host_leaf(leaf: Any) -> np.ndarray:
+  """A leaf as a numpy array (a replicated multi-host array: its local copy)."""
+  if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+    leaf = leaf.addressable_data(0)
+  return np.asarray(jax.device_get(leaf))
+
+
+def tree_digest(tree: Any) -> str:
+  """SHA-256 over every leaf's dtype, shape and bytes, in tree order."""
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(tree):
+    a = np.ascontiguousarray(_host_leaf(leaf))
+    h.update(f'{a.dtype.str}{a.shape};'.encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def state_digest(state: TrainState) -> dict[str, str]:
+  """The digest of each field of a TrainState (params, opt_state, ...)."""
+  return {name: tree_digest(value) for name, value in state._asdict().items()}
+
+
+def _read_digests(workdir: str) -> dict[int, dict[str, str]]:
+  """The recorded digests by step; {} when none (or the table is damaged)."""
+  try:
+    with open(os.path.join(workdir, DIGESTS)) as f:
+      table = json.load(f)
+  except FileNotFoundError:
+    return {}
+  except ValueError:  # Damaged: then no checkpoint verifies.
+    return {}
+  if not isinstance(table, dict):
+    return {}
+  return {int(k): v['fields'] for k, v in table.items()
+          if k.isdigit() and isinstance(v, dict)
+          and isinstance(v.get('fields'), dict)}
+
+
+def _record_digest(mngr: ocp.CheckpointManager, workdir: str, step: int,
+                   fields: dict[str, str]) -> None:
+  """Adds a step's digest, keeping those of the checkpoints still on disk."""
+  on_disk = set(mngr.all_steps())
+  table = {str(s): {'fields': d} for s, d in _read_digests(workdir).items()
+           if s in on_disk and s != step}
+  table[str(step)] = {'fields': fields}
+  write_json(os.path.join(workdir, DIGESTS), table)
+
+
+def _verify(fields: dict[str, Any], recorded: dict[str, str] | None,
+            names: Sequence[str]) -> str | None:
+  """Why restored fields fail verification, or None when they pass."""
+  if recorded is None:
+    return (f'has no digest in {DIGESTS} (its save was cut short, or it '
+            'predates verified checkpoints)')
+  bad = [n for n in names if recorded.get(n) != tree_digest(fields[n])]
+  if bad:
+    return f'fails verification: {", ".join(bad)} differ from what was saved'
+  for leaf in jax.tree.leaves(fields.get('params')):
+    a = _host_leaf(leaf)
+    if a.dtype.kind in 'fc' and not np.all(np.isfinite(a)):
+      return 'parameters hold NaN or inf'
+  return None
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+  """Silences what orbax and tensorstore print while a damaged file fails.
+
+  A failed restore makes them log errors and print tracebacks from their
+  worker threads (and from coroutines collected later); the caller reports
+  the failure in one line instead. Restores stderr and logging on exit.
+  """
+  verbosity = logging.get_verbosity()
+  hook = sys.unraisablehook
+  sys.stderr.flush()
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, 'w') as null:
+      os.dup2(null.fileno(), 2)
+    logging.set_verbosity(logging.FATAL)
+    sys.unraisablehook = lambda unraisable: None
+    try:
+      yield
+    except Exception:
+      time.sleep(0.2)  # The failed reads' worker threads finish quietly.
+      raise
+  finally:
+    gc.collect()  # Finalizes the failed restore's coroutines while quiet.
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    sys.unraisablehook = hook
+    logging.set_verbosity(verbosity)
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  return f'{type(e).__name__}: {text[0][:200]}' if text else type(e).__name__
+
+
+def _report_rejected(workdir: str, rejected: list[tuple[int, str]],
+                     step: int) -> None:
+  """One stderr line per checkpoint that was passed over for `step`."""
+  if jax.process_index():
+    return
+  for bad, why in rejected:
+    print(f'warning: checkpoint {workdir}/checkpoints/{bad} {why}; using '
+          f'step {step} instead', file=sys.stderr, flush=True)
+
+
+def _no_checkpoint_verifies(workdir: str, rejected: list[tuple[int, str]],
+                            prefix: str = '') -> InputError:
+  step, why = rejected[0]
+  more = (f'; none of the {len(rejected) - 1} earlier ones verifies either'
+          if len(rejected) > 1 else '')
+  return InputError(
+      f'{prefix}checkpoint {workdir}/checkpoints/{step}: {why}{more}; it does '
+      'not fit this config or is damaged (nothing was deleted; move its '
+      'checkpoints/ aside to start over)')
+
+
+def _set_aside(mngr: ocp.CheckpointManager, workdir: str,
+               steps: Sequence[int]) -> None:
+  """Moves rejected checkpoints to `workdir/rejected_checkpoints/`."""
+  if not jax.process_index():
+    into = os.path.join(workdir, REJECTED)
+    os.makedirs(into, exist_ok=True)
+    for step in steps:
+      dest = os.path.join(into, str(step))
+      n = 1
+      while os.path.exists(dest):
+        dest, n = os.path.join(into, f'{step}.{n}'), n + 1
+      shutil.move(os.path.join(str(mngr.directory), str(step)), dest)
+  mngr.reload()
 
 
 def restore_latest(mngr: ocp.CheckpointManager, target: TrainState,
-                   workdir: str) -> TrainState | None:
-  """The latest checkpoint restored into `target`'s structure, or None."""
-  step = mngr.latest_step()
-  if step is None:
+                   workdir: str, set_aside: bool = False) -> TrainState | None:
+  """The newest checkpoint that verifies, restored into `target`'s structure.
+
+  Every field restored (parameters, optimizer and compression state, ...)
+  must match the digest recorded when it was saved, and the parameters must
+  be finite. A checkpoint that fails is reported on one stderr line and the
+  one before it is tried.
+
+  Args:
+    mngr: the workdir's CheckpointManager.
+    target: a TrainState of the run's structure (e.g. `init_state`).
+    workdir: the run directory (holds the digests).
+    set_aside: move the newer checkpoints that failed to
+      `workdir/rejected_checkpoints/` (a resuming run saves those steps anew).
+
+  Returns:
+    The restored state, or None when there is no checkpoint.
+
+  Raises:
+    InputError: there are checkpoints, but none verifies.
+  """
+  steps = sorted(mngr.all_steps(), reverse=True)
+  if not steps:
     return None
+  digests = _read_digests(workdir)
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  rejected = []
+  for step in steps:
+    try:
+      with _quiet_orbax():
+        restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # Orbax raises many types for a damaged directory.
+      why = f'cannot be restored ({_first_line(e)})'
+    else:
+      state = (restored if isinstance(restored, TrainState)
+               else TrainState(*restored))
+      why = _verify(state._asdict(), digests.get(step), TrainState._fields)
+      if why is None:
+        _report_rejected(workdir, rejected, step)
+        if rejected and set_aside:
+          _set_aside(mngr, workdir, [s for s, _ in rejected])
+        return state
+    rejected.append((step, why))
+  raise _no_checkpoint_verifies(workdir, rejected)
+
+
+def restore_verified_params(workdir: str, field: str) -> Any:
+  """The parameters of `workdir`'s newest checkpoint that verifies.
+
+  Only the parameters are read (and verified), so the source run may have
+  used another optimizer.
+
+  Args:
+    workdir: the source run directory.
+    field: the config field that named it, for messages ('init_from').
+
+  Returns:
+    The parameter tree as saved.
+
+  Raises:
+    InputError: no checkpoint, or none whose parameters verify.
+  """
+  with _quiet_orbax():  # Orbax logs damaged step metadata as errors.
+    mngr = ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), 'checkpoints'),
+        options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+  rejected = []
   try:
-    restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-  except Exception as e:  # Orbax raises many types for a damaged directory.
-    raise InputError(
-        f'checkpoint {workdir}/checkpoints/{step}: cannot be restored '
-        f'({type(e).__name__}: {str(e).splitlines()[0][:200]}); it does not '
-        'fit this config or is damaged (nothing was deleted)') from None
-  return TrainState(*restored) if not isinstance(restored, TrainState) else restored
+    steps = sorted(mngr.all_steps(), reverse=True)
+    if not steps:
+      raise InputError(f'{field}: {workdir!r} holds no checkpoint')
+    digests = _read_digests(workdir)
+    for step in steps:
+      try:
+        with _quiet_orbax():
+          tree = mngr.restore(step, args=ocp.args.StandardRestore())
+        # TrainState is saved as a NamedTuple of fields: params is field 1.
+        params = tree['params'] if isinstance(tree, dict) else tree[1]
+      except Exception as e:  # Orbax raises many types for damaged files.
+        why = f'cannot be read ({_first_line(e)})'
+      else:
+        why = _verify({'params': params}, digests.get(step), ('params',))
+        if why is None:
+          _report_rejected(workdir, rejected, step)
+          return params
+      rejected.append((step, why))
+  finally:
+    mngr.close()
+  raise _no_checkpoint_verifies(workdir, rejected, f'{field}: ')
 
 
 def config_label(config: Any) -> str:
@@ -619,8 +939,143 @@ def load_recipe(spec: str, field: str) -> Any:
   return module.get_config(arg or None)
 
 
+def read_run_config(workdir: str, field: str) -> Any:
+  """The config.json of a trained workdir, or None when it has none.
+
+  A trained workdir's own config.json is the truth about its model and data:
+  runs that start from it (`init_from`, `teacher.workdir`) and eval.py rebuild
+  them from it, never from a recipe name.
+
+  Args:
+    workdir: the run directory.
+    field: the config field that named it (for messages).
+
+  Returns:
+    The run's ConfigDict, or None when `workdir/config.json` does not exist.
+
+  Raises:
+    InputError: a config.json that is not a config of this project.
+  """
+  path = os.path.join(workdir, 'config.json')
+  try:
+    with open(path) as f:
+      raw = json.load(f)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError) as e:
+    raise InputError(f'{field}: {path} cannot be read ({type(e).__name__}: '
+                     f'{str(e).splitlines()[0][:120]}); it is damaged') from None
+  sections = ('data', 'model', 'compression', 'train', 'optimizer')
+  if not isinstance(raw, dict) or not all(
+      isinstance(raw.get(k), dict) for k in sections):
+    raise InputError(f'{field}: {path} is damaged: it lacks the sections '
+                     + ', '.join(sections))
+  try:
+    return ml_collections.ConfigDict(raw)
+  except Exception as e:  # pylint: disable=broad-except
+    raise InputError(f'{field}: {path} is damaged ({type(e).__name__})'
+                     ) from None
+
+
+def data_identity(data_cfg: Any) -> tuple[str, dict]:
+  """(dataset name, keyword arguments with defaults filled): equal iff the
+  same data."""
+  kwargs = data_cfg.kwargs
+  kwargs = kwargs.to_dict() if hasattr(kwargs, 'to_dict') else dict(kwargs or {})
+  full = dict(data.default_kwargs(data_cfg.name))
+  full.update({k: v for k, v in kwargs.items() if v is not None})
+  return str(data_cfg.name), full
+
+
+def _describe_data(data_cfg: Any) -> str:
+  name, kwargs = data_identity(data_cfg)
+  defaults = data.default_kwargs(name)
+  set_kw = {k: v for k, v in kwargs.items() if defaults.get(k) != v}
+  return name + (f' {set_kw}' if set_kw else '')
+
+
+def check_same_data(run: Any, source: Any, field: str, where: str) -> None:
+  """Refuses a source run (init or teacher) trained on other data."""
+  if data_identity(run.data) != data_identity(source.data):
+    raise InputError(
+        f'{field}: {where} was trained on {_describe_data(source.data)}, this '
+        f'run uses {_describe_data(run.data)}; give the same data flags or '
+        'another source run')
+
+
+def given_keys(config: Any) -> set[str]:
+  """The config paths the command line set (`--config.<path>=...`)."""
+  return set(cli.override_keys(str(config.overrides).split()))
+
+
+def inherit(config: Any) -> Any:
+  """Takes the model and data of the `init_from` run from its config.json.
+
+  Fields the command line set explicitly are kept (and the data must then
+  still match the source's).
+
+  Args:
+    config: the run's config.
+
+  Returns:
+    The config, updated when `init_from` names a trained workdir.
+
+  Raises:
+    InputError: a damaged config.json, or a source trained on other data.
+  """
+  if not config.init_from:
+    return config
+  source = read_run_config(config.init_from, 'init_from')
+  if source is None:
+    return config
+  given = given_keys(config)
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    if 'data.name' not in given:
+      config.data.name = source.data.name
+    for key in config.data.kwargs.keys():
+      if f'data.kwargs.{key}' not in given:
+        config.data.kwargs[key] = source.data.kwargs.get(key)
+    for key in config.model.keys():
+      if f'model.{key}' not in given and key in source.model:
+        config.model[key] = source.model[key]
+  check_same_data(config, source, 'init_from', config.init_from)
+  return config
+
+
+def with_run_data(recipe: Any, run: Any, model: bool) -> Any:
+  """A source recipe (init or teacher) set to train on the run's data.
+
+  Args:
+    recipe: the source recipe's config.
+    run: the run's config.
+    model: also give the source the run's model (an init run, whose
+      parameters the run starts from); a teacher keeps its own.
+
+  Returns:
+    The updated copy of `recipe`.
+  """
+  given = given_keys(run)
+  recipe = recipe.copy_and_resolve_references()
+  with recipe.unlocked():
+    recipe.data.name = run.data.name
+    for key in recipe.data.kwargs.keys():
+      recipe.data.kwargs[key] = run.data.kwargs.get(key)
+    for key in ('batch_size', 'eval_batch_size'):
+      if f'data.{key}' in given:
+        recipe.data[key] = run.data[key]
+    if model:
+      for key in recipe.model.keys():
+        if key in run.model:
+          recipe.model[key] = run.model[key]
+  return recipe
+
+
 def prepare_init(config: Any, workdir: str) -> Any:
   """Trains the `init_config` run first when its workdir has no checkpoint.
+
+  The source run trains on this run's data and model (a trained source
+  workdir's own config.json decides instead: see `inherit`).
 
   Returns:
     The config with `init_from` set to the (now trained) source workdir.
@@ -631,33 +1086,69 @@ def prepare_init(config: Any, workdir: str) -> Any:
   if not os.path.isdir(os.path.join(source, 'checkpoints')) or not os.path.exists(
       os.path.join(source, 'results.json')):
     log('training the initial model %s into %s', config.init_config, source)
-    train_and_evaluate(load_recipe(config.init_config, 'init_config'), source)
+    init = with_run_data(load_recipe(config.init_config, 'init_config'),
+                         config, model=True)
+    train_and_evaluate(init, source)
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.init_from = source
   return config
 
 
+def teacher_dir(config: Any, workdir: str) -> str:
+  """Where the teacher of a distillation run lives."""
+  return config.teacher.workdir or os.path.join(workdir, 'teacher')
+
+
+def teacher_width(config: Any, workdir: str) -> int | None:
+  """The teacher's hidden width (sizes the hidden-state projection), or None
+  when the run has no teacher or no hidden-state loss."""
+  if not (config.teacher.config or config.teacher.workdir) or not (
+      config.distill.feature_weight):
+    return None
+  t_dir = teacher_dir(config, workdir)
+  t_config = read_run_config(t_dir, 'teacher.workdir')
+  if t_config is None:
+    raise InputError(f'teacher.workdir: {t_dir} holds no trained teacher '
+                     '(config.json)')
+  return int(t_config.model.hidden)
+
+
 def prepare_teacher(config: Any, student: Setup, workdir: str
                     ) -> Teacher | None:
-  """Loads the teacher, training it first when its workdir has no checkpoint."""
-  if not config.teacher.config:
+  """Loads the teacher, training it first when its workdir has no checkpoint.
+
+  A trained teacher workdir is rebuilt from its own config.json and must have
+  been trained on the student's data; a teacher recipe trained here trains
+  on the student's data.
+  """
+  if not (config.teacher.config or config.teacher.workdir):
     return None
   distillation.validate(config.distill)
-  t_config = load_recipe(config.teacher.config, 'teacher.config')
-  t_dir = config.teacher.workdir or os.path.join(workdir, 'teacher')
+  t_dir = teacher_dir(config, workdir)
+  t_config = read_run_config(t_dir, 'teacher.workdir')
+  trained = t_config is not None and os.path.exists(
+      os.path.join(t_dir, 'results.json'))
+  if t_config is not None:
+    check_same_data(config, t_config, 'teacher.workdir', t_dir)
+  elif not config.teacher.config:
+    raise InputError(f'teacher.workdir: {t_dir} holds no trained teacher '
+                     '(config.json) and teacher.config names no recipe')
+  else:
+    t_config = with_run_data(load_recipe(config.teacher.config,
+                                         'teacher.config'), config, model=False)
   t_setup = build(t_config)
   if t_setup.dataset.task != student.dataset.task or (
       t_setup.dataset.info.get('num_classes') !=
       student.dataset.info.get('num_classes')):
-    raise InputError(f'teacher.config: {config.teacher.config} solves '
+    raise InputError(f'teacher: {t_dir} solves '
                      f'{t_setup.dataset.name}/{t_setup.dataset.task}, the '
                      f'student {student.dataset.name}/{student.dataset.task}')
   if config.distill.attention_weight and not (
       config.model.pooling == t_config.model.pooling == 'attention'):
     raise InputError('distill.attention_weight: needs model.pooling = '
                      "'attention' in both student and teacher")
-  if not os.path.exists(os.path.join(t_dir, 'results.json')):
+  if not trained:
     log('training the teacher %s into %s', config.teacher.config, t_dir)
     train_and_evaluate(t_config, t_dir)
   target = init_state(t_config, t_setup)
@@ -686,6 +1177,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
   Returns:
     The results dict also written to `workdir/results.json`.
   """
+  validate_numbers(config)
+  config = inherit(config)  # The init_from run's model and data.
   check(config)  # Fails on bad input before anything runs or is written.
   config = prepare_init(config, workdir)
   setup = build(config)
@@ -698,7 +1191,9 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
   state = init_state(config, setup)
   mngr = checkpoint_manager(workdir, config)
   _check_same_run(config, workdir, mngr.latest_step() is not None)
-  restored = restore_latest(mngr, state, workdir)
+  restored = restore_latest(mngr, state, workdir, set_aside=True)
+  # The newest checkpoint that verified (a NaN stop names it).
+  last_good = [None if restored is None else int(restored.step)]
   if restored is not None:
     state = restored
     log('resumed from checkpoint at step %d', int(state.step))
@@ -711,7 +1206,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
 
   write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   writer = MetricsWriter(os.path.join(workdir, 'metrics.jsonl'), start_step)
-  prior_seconds = _read_progress(workdir, start_step)
+  prior = _read_progress(workdir, start_step)
+  prior_seconds = prior['train_seconds']
   train_step = make_train_step(setup, config)
   teacher_params = setup.teacher.params if setup.teacher else {}
   eval_fn = make_eval_fn(setup)
@@ -723,15 +1219,34 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
     bad = int(s.bad_step)
     if bad >= 0:
       writer.close()
-      last = mngr.latest_step()
+      mngr.close()
+      kept = (f'The last good checkpoint (step {last_good[0]}) is kept in '
+              f'{workdir}/checkpoints' if last_good[0] is not None else
+              'No checkpoint was saved')
       raise FloatingPointError(
-          f'loss or gradient became NaN/inf at step {bad}; stopped. The last '
-          f'good checkpoint (step {last}) is kept in {workdir}/checkpoints')
+          f'loss or gradient became NaN/inf at step {bad}; stopped. {kept}')
 
   def save(s):
     check_finite(s)
-    mngr.save(int(s.step), args=ocp.args.StandardSave(s), force=True)
-    _write_progress(workdir, int(s.step), prior_seconds + run_seconds())
+    step = int(s.step)
+    try:
+      # The digest goes to disk first: a checkpoint never lacks one, and a
+      # full disk stops here with the earlier checkpoints untouched.
+      _record_digest(mngr, workdir, step, state_digest(s))
+      mngr.save(step, args=ocp.args.StandardSave(s), force=True)
+      last_good[0] = step
+      _write_progress(
+          workdir, step, prior_seconds + run_seconds(),
+          rate if rate == rate else prior['steps_per_second'],
+          (compile_seconds if compile_seconds is not None
+           else prior['compile_seconds']))
+    except Exception as e:  # Orbax wraps file errors in its own types.
+      writer.close()
+      try:
+        mngr.close()
+      except Exception:  # pylint: disable=broad-except
+        pass
+      raise as_os_error(e, str(mngr.directory)) from None
 
   t_start = time.perf_counter()
   run_seconds = lambda: time.perf_counter() - t_start
@@ -800,8 +1315,10 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
                              jax.device_get(state.comp_state), dense, workdir),
       'train_seconds': train_seconds,
       'steps': steps,
-      'steps_per_second': rate if trained > 1 else float('nan'),
-      'compile_seconds': compile_seconds if compile_seconds is not None else float('nan'),
+      # A resume that trained (almost) nothing keeps the earlier measures.
+      'steps_per_second': rate if trained > 1 else prior['steps_per_second'],
+      'compile_seconds': (compile_seconds if compile_seconds is not None
+                          else prior['compile_seconds']),
       'resumed_from_step': start_step,
       'devices': setup.mesh.size,
       'platform': setup.mesh.devices.flat[0].platform,
@@ -821,6 +1338,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
       scratch = config.copy_and_resolve_references()
       with scratch.unlocked():
         scratch.teacher.config = ''
+        scratch.teacher.workdir = ''
       s_dir = os.path.join(workdir, 'scratch')
       log('training the same student without a teacher into %s', s_dir)
       results[f'scratch_{key}'] = train_and_evaluate(scratch, s_dir)[key]
@@ -869,25 +1387,50 @@ def _check_same_run(config: Any, workdir: str, resuming: bool) -> None:
           f'this config has {now.get(key)!r}; use another --workdir')
 
 
-def _json_safe(d: dict) -> dict:
-  """NaN is not JSON: write it as null."""
-  return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-          for k, v in d.items()}
+def json_safe(obj: Any) -> Any:
+  """NaN and infinity are not JSON: `obj` with them as None (recursively)."""
+  if isinstance(obj, (float, np.floating)):
+    return float(obj) if math.isfinite(obj) else None
+  if isinstance(obj, dict):
+    return {k: json_safe(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [json_safe(v) for v in obj]
+  return obj
 
 
-def _write_progress(workdir: str, step: int, seconds: float) -> None:
+_json_safe = json_safe
+
+
+def _write_progress(workdir: str, step: int, seconds: float,
+                    steps_per_second: float | None = None,
+                    compile_seconds: float | None = None) -> None:
+  """Records the training time (and speed) up to a checkpoint's step."""
   write_json(os.path.join(workdir, 'progress.json'),
-             {'step': step, 'train_seconds': seconds})
+             {'step': step, 'train_seconds': seconds,
+              'steps_per_second': steps_per_second,
+              'compile_seconds': compile_seconds})
 
 
-def _read_progress(workdir: str, step: int) -> float:
-  """Training seconds spent before a resume (0 for a fresh run)."""
+def _read_progress(workdir: str, step: int) -> dict[str, float]:
+  """What a resumed run had measured before `step` (zeros / NaN if fresh).
+
+  Returns:
+    {'train_seconds', 'steps_per_second', 'compile_seconds'}; the latter two
+    NaN when unknown.
+  """
+  out = {'train_seconds': 0.0, 'steps_per_second': float('nan'),
+         'compile_seconds': float('nan')}
   try:
     with open(os.path.join(workdir, 'progress.json')) as f:
       p = json.load(f)
-    return float(p['train_seconds']) if int(p['step']) == step and step else 0.0
-  except (OSError, ValueError, KeyError):
-    return 0.0
+    if not step or int(p['step']) != step:
+      return out
+    for key in out:
+      if isinstance(p.get(key), (int, float)) and math.isfinite(p[key]):
+        out[key] = float(p[key])
+  except (OSError, ValueError, KeyError, TypeError):
+    pass
+  return out
 
 
 def _fmt_seconds(s: float) -> str:
@@ -913,6 +1456,9 @@ NUM_PROCESSES_FLAG = flags.DEFINE_integer(
     'num_processes', None, 'Processes in the job.')
 PROCESS_ID_FLAG = flags.DEFINE_integer(
     'process_id', None, 'This process, 0..num_processes-1.')
+DISTRIBUTED_TIMEOUT_FLAG = flags.DEFINE_integer(
+    'distributed_timeout', 300, 'Seconds --distributed waits for the '
+    'coordinator and every process to join; then one error line, exit 2.')
 WORKDIR_FLAG = flags.DEFINE_string(
     'workdir', None, 'Run directory; default runs/<config name>.')
 CPU_DEVICES_FLAG = flags.DEFINE_integer(
@@ -967,21 +1513,166 @@ def configure_cpu_devices_from_flag() -> None:
 
 
 def config_from_flags() -> Any:
-  """The --config ConfigDict with its --config.* overrides recorded."""
+  """The --config ConfigDict with its --config.* overrides recorded.
+
+  Choosing another dataset on the command line (`--config.data.name=file`)
+  drops the recipe's keyword arguments that the new dataset does not take
+  (JapaneseVowels' `normalize` is kept for `file`, which takes it too); the
+  keywords given on the command line are always kept, and `data.load`
+  refuses those the dataset does not take.
+  """
   config = CONFIG_FLAG.value
   overrides = [a for a in sys.argv[1:] if a.startswith('--config.')]
+  given = set(cli.override_keys(overrides))
   with config.unlocked():
     config.overrides = ' '.join(overrides)
+    if 'data.name' in given and config.data.name in data.DATASETS:
+      takes = data.default_kwargs(config.data.name)
+      for key in config.data.kwargs.keys():
+        if key not in takes and f'data.kwargs.{key}' not in given:
+          config.data.kwargs[key] = None
   return config
 
 
-def run_cli(fn) -> None:
-  """Runs `fn()`; bad input and NaN stops become one line and exit code 2."""
+def initialize_distributed(coordinator: str | None,
+                           num_processes: int | None,
+                           process_id: int | None, timeout: int) -> None:
+  """Joins a multi-process job (`jax.distributed.initialize`), or says why not.
+
+  Every process calls it first, before any device use. Where a cluster
+  environment (SLURM, Open MPI, Cloud TPU, GKE) is detected, the three may be
+  None.
+
+  Args:
+    coordinator: host:port of process 0, or None ($JAX_COORDINATOR_ADDRESS
+      or the cluster's).
+    num_processes: processes in the job, or None.
+    process_id: this process, 0..num_processes-1, or None.
+    timeout: seconds to wait for the coordinator and every process.
+
+  Raises:
+    InputError: a bad flag. A coordinator that never answers (or a process
+      that never joins) ends this process after `timeout` seconds with one
+      error line and exit status 2: JAX itself aborts the process from C++
+      on that error, so a timer says it first.
+  """
+  if timeout < 1:
+    raise InputError(f'--distributed_timeout: must be >= 1 second, got '
+                     f'{timeout}')
+  if num_processes is not None and num_processes < 1:
+    raise InputError(f'--num_processes: must be >= 1, got {num_processes}')
+  if process_id is not None and num_processes is not None and not (
+      0 <= process_id < num_processes):
+    raise InputError(f'--process_id: must be in 0..{num_processes - 1}, got '
+                     f'{process_id}')
+  host, _, port = (coordinator or '').rpartition(':')
+  if coordinator is not None and not (host and port.isdigit()):
+    raise InputError(f'--coordinator: expected host:port, got '
+                     f'{coordinator!r}')
+  where = coordinator or os.environ.get('JAX_COORDINATOR_ADDRESS',
+                                        'the detected coordinator')
+
+  def give_up() -> None:
+    print(f'error: --coordinator: {where} did not answer, or not every '
+          f'process joined, within {timeout} s (--distributed_timeout); is '
+          'process 0 running and its port reachable from here?',
+          file=sys.stderr, flush=True)
+    os._exit(2)  # pylint: disable=protected-access
+
+  timer = threading.Timer(timeout, give_up)
+  timer.daemon = True
+  timer.start()
   try:
-    fn()
-  except (InputError, FloatingPointError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    # JAX's own deadline comes later than the timer, which reports first.
+    jax.distributed.initialize(coordinator, num_processes, process_id,
+                               initialization_timeout=timeout + 60)
+  except (ValueError, RuntimeError) as e:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise InputError(f'--distributed: {first} (outside SLURM, Open MPI, '
+                     'Cloud TPU and GKE give --coordinator=host:port, '
+                     '--num_processes and --process_id)') from e
+  finally:
+    timer.cancel()
+
+
+# What to do about an OSError of the workdir, by errno.
+_OS_ADVICE = {
+    errno.EACCES: 'no permission: fix its permissions or choose another '
+                  '--workdir',
+    errno.EPERM: 'not permitted: fix its permissions or choose another '
+                 '--workdir',
+    errno.EROFS: 'the file system is read-only: choose a writable --workdir',
+    errno.ENOTDIR: 'a file stands where a directory is needed: move it away '
+                   'or choose another --workdir',
+    errno.EEXIST: 'a file stands where a directory is needed: move it away '
+                  'or choose another --workdir',
+    errno.EISDIR: 'a directory stands where a file is needed: move it away',
+    errno.ENOSPC: 'the disk is full: free space, then rerun the same command '
+                  '(it resumes from the last verified checkpoint)',
+    errno.EDQUOT: 'the disk quota is exceeded: free space, then rerun the '
+                  'same command (it resumes from the last verified '
+                  'checkpoint)',
+    errno.ENOENT: 'not found: check the path',
+}
+
+
+def describe_os_error(e: OSError) -> str:
+  """One line for a file-system error: the path, the cause, what to do."""
+  why = e.strerror or str(e) or type(e).__name__
+  advice = _OS_ADVICE.get(e.errno, 'check the path, its permissions and the '
+                          'free space, then rerun')
+  path = f'{e.filename}: ' if e.filename else ''
+  return ' '.join(f'{path}{why}; {advice}'.split())
+
+
+def _os_error_in(e: BaseException) -> OSError | None:
+  """The OSError behind an exception (its cause chain), if any."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    if isinstance(e, OSError):
+      return e
+    seen.add(id(e))
+    e = e.__cause__ or e.__context__
+  return None
+
+
+def as_os_error(e: BaseException, path: str) -> OSError:
+  """An OSError for `path` from an exception that orbax or tensorstore raised.
+
+  The errno comes from an OSError in the cause chain, else from a system
+  error text in the message (tensorstore reports 'No space left on device'
+  inside a ValueError), else EIO.
+  """
+  inner = _os_error_in(e)
+  if inner is not None and inner.errno:
+    return type(inner)(inner.errno, inner.strerror or str(inner),
+                       inner.filename or path)
+  text = str(e)
+  for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+               errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.ENOENT):
+    if os.strerror(code) in text:
+      return OSError(code, os.strerror(code), path)
+  return OSError(errno.EIO, f'cannot be written ({_first_line(e)})', path)
+
+
+def run_cli(fn) -> Any:
+  """Runs `fn()` and returns its value; errors the user can fix exit 2.
+
+  Bad input, NaN stops and workdir errors (permissions, a read-only file
+  system, not a directory, a full disk; also when orbax or absl wrap the
+  OSError) become one line on stderr that names the path and what to do.
+  """
+  try:
+    return fn()
+  except (InputError, FloatingPointError) as e:
+    message = str(e)
+  except Exception as e:  # pylint: disable=broad-except
+    inner = _os_error_in(e)
+    if inner is None:
+      raise
+    message = describe_os_error(inner)
+  print(' '.join(f'error: {message}'.split()), file=sys.stderr, flush=True)
+  sys.exit(2)
 
 
 def main(argv: list[str]) -> None:
@@ -991,8 +1682,9 @@ def main(argv: list[str]) -> None:
   # Both before anything touches a device.
   configure_cpu_devices_from_flag()
   if DISTRIBUTED_FLAG.value:
-    jax.distributed.initialize(COORDINATOR_FLAG.value, NUM_PROCESSES_FLAG.value,
-                               PROCESS_ID_FLAG.value)
+    run_cli(lambda: initialize_distributed(
+        COORDINATOR_FLAG.value, NUM_PROCESSES_FLAG.value,
+        PROCESS_ID_FLAG.value, DISTRIBUTED_TIMEOUT_FLAG.value))
   config = config_from_flags()
   workdir = WORKDIR_FLAG.value or os.path.join('runs', config.name or 'run')
   run_cli(functools.partial(train_and_evaluate, config, workdir))
@@ -1000,4 +1692,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -10,7 +10,7 @@ below the process count; it is the reference for the data-parallel speedup
 that `step_time.py` reports (README, "Speed and scale").
 
 Usage:
-  python benchmarks/cpu_scaling.py [--seconds 4] [--processes 2] [--json out.json]
+  python -m benchmarks.cpu_scaling [--seconds 4] [--processes 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -22,10 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-# Run as a script from anywhere: make the repository importable.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from train import usable_cores  # pylint: disable=g-import-not-at-top
+from train import usable_cores
 
 _WORKER = r'''
 import os, sys, time

@@ -9,33 +9,22 @@ consecutive steps, round-robin, so a busy neighbour on a shared machine slows
 every variant alike.
 
 Usage:
-  python benchmarks/gru_vs_flax.py [--repeats 200] [--json out.json]
+  python -m benchmarks.gru_vs_flax [--repeats 200] [--json out.json]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
-# Run as a script from anywhere: make the repository importable.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import flax.linen as nn
+import jax
+import optax
 
-import flax.linen as nn  # pylint: disable=g-import-not-at-top
-import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
-import optax  # pylint: disable=g-import-not-at-top
-
-import models  # pylint: disable=g-import-not-at-top
-from models import cells  # pylint: disable=g-import-not-at-top
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import timing  # pylint: disable=g-import-not-at-top
+from benchmarks import timing
+import models
+from models import cells
 
 
 class FlaxGRUClassifier(nn.Module):
@@ -92,27 +81,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   Returns:
     {variant: {median_ms, min_ms, max_ms, compile_s, ratio_vs_flax}}.
   """
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--batch', type=int, default=64)
-  parser.add_argument('--steps', type=int, default=64, help='sequence length')
-  parser.add_argument('--features', type=int, default=16)
-  parser.add_argument('--hidden', type=int, default=128)
-  parser.add_argument('--classes', type=int, default=10)
-  parser.add_argument('--warmup', type=int, default=5)
-  parser.add_argument('--repeats', type=int, default=200,
-                      help='timed steps per variant (rounded up to --block)')
-  parser.add_argument('--block', type=int, default=20,
-                      help='consecutive steps of one variant per round')
-  parser.add_argument('--json', type=str, default=None,
-                      help='also write the results to this JSON file')
-  args = parser.parse_args(argv)
-
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.standard_normal(
-      (args.batch, args.steps, args.features)), jnp.float32)
-  lengths = jnp.asarray(rng.integers(args.steps // 2, args.steps + 1,
-                                     args.batch), jnp.int32)
-  labels = jnp.asarray(rng.integers(0, args.classes, args.batch), jnp.int32)
+  args = timing.parser(__doc__.splitlines()[0]).parse_args(argv)
+  x, lengths, labels = timing.synthetic_batch(args)
   h, c = args.hidden, args.classes
 
   variants = {
@@ -153,10 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     r = results[name]
     print(f'{name:24s} {med:10.3f} {r["min_ms"]:8.3f} {r["max_ms"]:8.3f} '
           f'{r["compile_s"]:10.2f} {r["speedup_vs_flax"]:10.2f}')
-  if args.json:
-    Path(args.json).write_text(json.dumps(dict(args=vars(args),
-                                               device=str(jax.devices()[0]),
-                                               results=results), indent=2))
+  timing.write_json(args.json, args, results)
   return results
 
 

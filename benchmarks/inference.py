@@ -28,37 +28,29 @@ here. To add one, append a Variant.
 * `artifact shrunk`: the `shrunk` model's artifact, rebuilt.
 
 Usage:
-  python benchmarks/inference.py [--hidden 256 --features 64 --steps 64
+  python -m benchmarks.inference [--hidden 256 --features 64 --steps 64
                                   --batch 64 --repeats 200] [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
 import tempfile
-from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
-# Run as a script from anywhere: make the repository importable.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
-
-import compression  # pylint: disable=g-import-not-at-top
-from compression import export  # pylint: disable=g-import-not-at-top
-from compression import lowrank  # pylint: disable=g-import-not-at-top
-from compression import pruning  # pylint: disable=g-import-not-at-top
-from compression import quantization  # pylint: disable=g-import-not-at-top
-from configs import common  # pylint: disable=g-import-not-at-top
-import models  # pylint: disable=g-import-not-at-top
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import timing  # pylint: disable=g-import-not-at-top
+from benchmarks import timing
+import compression
+from compression import export
+from compression import lowrank
+from compression import pruning
+from compression import quantization
+from configs import common
+import models
 
 Forward = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
@@ -225,32 +217,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   Returns:
     {variant: {median_ms, min_ms, max_ms, compile_s, params, speedup_vs_dense}}.
   """
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--batch', type=int, default=64)
-  parser.add_argument('--steps', type=int, default=64, help='sequence length')
-  parser.add_argument('--features', type=int, default=64)
-  parser.add_argument('--hidden', type=int, default=256)
+  parser = timing.parser(__doc__.splitlines()[0], features=64, hidden=256,
+                         unit='calls')
   parser.add_argument('--layers', type=int, default=1)
-  parser.add_argument('--classes', type=int, default=10)
   parser.add_argument('--rank_fraction', type=float, default=0.25,
                       help='lowrank: share of each kernel\'s full rank')
   parser.add_argument('--unit_sparsity', type=float, default=0.5,
                       help='shrunk: share of hidden units removed')
-  parser.add_argument('--warmup', type=int, default=5)
-  parser.add_argument('--repeats', type=int, default=200,
-                      help='timed calls per variant (rounded up to --block)')
-  parser.add_argument('--block', type=int, default=20,
-                      help='consecutive calls of one variant per round')
   parser.add_argument('--variants', type=str, default='',
                       help='comma-separated names to run (default: all)')
-  parser.add_argument('--json', type=str, default=None,
-                      help='also write the results to this JSON file')
   args = parser.parse_args(argv)
 
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.standard_normal(
-      (args.batch, args.steps, args.features)), jnp.float32)
-  lengths = jnp.full((args.batch,), args.steps, jnp.int32)
+  x, lengths, _ = timing.synthetic_batch(args, full_length=True)
   dense_params = make_model(args).init(jax.random.key(0), x,
                                        lengths)['params']
   wanted = [v.strip() for v in args.variants.split(',') if v.strip()]
@@ -283,10 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f'{v.name:20s} {r["params"]:9d} {med:10.3f} {r["min_ms"]:8.3f} '
           f'{r["max_ms"]:8.3f} {r["compile_s"]:10.2f} '
           f'{r["speedup_vs_dense"]:10.2f}')
-  if args.json:
-    Path(args.json).write_text(json.dumps(dict(
-        args=vars(args), device=str(jax.devices()[0]), results=results),
-                                          indent=2))
+  timing.write_json(args.json, args, results)
   return results
 
 

@@ -46,7 +46,7 @@ times 3 for forward + backward.
 Needs PyTorch (see benchmarks/requirements.txt); never part of pytest.
 
 Usage:
-  python benchmarks/step_time.py [--repeats 300] [--cpu_devices 0] [--json out.json]
+  python -m benchmarks.step_time [--repeats 300] [--cpu_devices 0] [--json out.json]
 """
 
 from __future__ import annotations
@@ -56,27 +56,21 @@ import json
 import os
 import platform
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
-# Run as a script from anywhere: make the repository importable.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import flax.linen as nn  # pylint: disable=g-import-not-at-top
-import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
-
-from compression import pruning  # pylint: disable=g-import-not-at-top
-from compression import quantization  # pylint: disable=g-import-not-at-top
-from configs import common  # pylint: disable=g-import-not-at-top
-import data  # pylint: disable=g-import-not-at-top
-from models import cells  # pylint: disable=g-import-not-at-top
-import train  # pylint: disable=g-import-not-at-top
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import timing  # pylint: disable=g-import-not-at-top
+from benchmarks import timing
+from compression import pruning
+from compression import quantization
+from configs import common
+import data
+from models import cells
+import train
 
 GATES = {'gru': 3, 'lstm': 4, 'rnn': 1}
 Step = timing.Call
@@ -202,10 +196,11 @@ def torch_step(args: argparse.Namespace, cell: str) -> tuple[Step, float]:
 
   net = Net()
   opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-  rng = np.random.default_rng(0)
-  x = torch.tensor(rng.standard_normal(
-      (args.batch, args.steps, args.features)), dtype=torch.float32)
-  y = torch.tensor(rng.integers(0, args.classes, args.batch), dtype=torch.long)
+  # Every sequence full length, as nn.GRU / nn.LSTM run them.
+  x, _, labels = timing.synthetic_batch(args, full_length=True)
+  # Writable numpy copies (torch warns on the read-only views of JAX arrays).
+  x = torch.tensor(np.array(x), dtype=torch.float32)
+  y = torch.tensor(np.array(labels), dtype=torch.long)
 
   def run() -> None:
     opt.zero_grad(set_to_none=True)
@@ -267,27 +262,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   Returns:
     The flat results dict (also what `--json` writes).
   """
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--batch', type=int, default=64)
-  parser.add_argument('--steps', type=int, default=64, help='sequence length')
-  parser.add_argument('--features', type=int, default=16)
-  parser.add_argument('--hidden', type=int, default=128)
-  parser.add_argument('--classes', type=int, default=10)
+  parser = timing.parser(__doc__.splitlines()[0], per='row')
   parser.add_argument('--cpu_devices', type=int, default=0,
                       help='JAX CPU devices the main rows run data-parallel '
                       'over, as train.py --cpu_devices (0 = one per core)')
-  parser.add_argument('--warmup', type=int, default=5)
-  parser.add_argument('--repeats', type=int, default=200,
-                      help='timed steps per row (rounded up to --block)')
-  parser.add_argument('--block', type=int, default=20,
-                      help='consecutive steps of one row per round')
   parser.add_argument('--torch_threads', type=int, default=0,
                       help='PyTorch intra-op threads (0 = as many as the JAX '
                       'rows have CPU devices, so both use the same cores)')
   parser.add_argument('--no_torch', action='store_true',
                       help='skip the PyTorch rows')
-  parser.add_argument('--json', type=str, default=None,
-                      help='also write the results to this JSON file')
   parser.add_argument('--markdown', action='store_true',
                       help='also print the table as Markdown (for README)')
   args = parser.parse_args(argv)

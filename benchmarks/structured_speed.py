@@ -1,7 +1,7 @@
 """Inference speed of a unit-pruned model, dense (masked) vs physically shrunk.
 
   python train.py --config=configs/gru_structured.py
-  python benchmarks/structured_speed.py --config=configs/gru_structured.py \
+  python -m benchmarks.structured_speed --config=configs/gru_structured.py \
       --workdir=runs/gru_structured
 
 Restores the run's latest checkpoint, builds the masked dense parameters
@@ -17,25 +17,18 @@ sparsity (the timing depends on shapes only).
 
 from __future__ import annotations
 
-import os
 import statistics
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                '..'))
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import numpy as np
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from compression import pruning  # noqa: E402
-import models  # noqa: E402
-import train  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import timing  # noqa: E402
+from benchmarks import timing
+from compression import pruning
+import models
+import train
 
 # train.py defines --config and --workdir (a trained run; none = random).
 CONFIG = train.CONFIG_FLAG
@@ -58,7 +51,7 @@ def load_dense(config, setup) -> dict:
     cfg = config.compression.prune
     with cfg.unlocked():
       cfg.schedule, cfg.begin_step, cfg.group_lasso = 'oneshot', 0, 0.0
-    comp = pruning.prune(cfg)
+    comp = pruning.make(cfg)
     params, comp_state = comp.init(state.params)
     return jax.device_get(comp.apply(params, comp_state))
   return jax.device_get(setup.compressor.apply(state.params, state.comp_state))

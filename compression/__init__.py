@@ -18,7 +18,8 @@ from typing import Any
 
 from compression.errors import InputError
 
-_PUBLIC = ('Compressor', 'METHODS', 'chain', 'identity', 'make',
+_PUBLIC = ('Compressor', 'METHODS', 'chain', 'default_section', 'identity',
+           'make',
            'method_names', 'model_hooks', 'param_paths', 'report', 'select')
 
 __all__ = ['InputError', *_PUBLIC]

@@ -92,11 +92,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from compression import records
+from compression import transforms
 from compression.errors import InputError
 
 CODINGS = ('fixed', 'huffman')
 MAX_CODE_LEN = 15  # Huffman code lengths fit a 4-bit table entry.
-DCT_ATOL = 1e-5  # The inverse DCT is float arithmetic, exact only to rounding.
+# An inverse transform is float arithmetic, exact only to rounding.
+TRANSFORM_ATOL = 1e-5
 
 
 # ----------------------------------------------------------------------------
@@ -278,6 +281,67 @@ def huffman_decode(data: bytes, bits: int, count: int) -> np.ndarray:
   if p > nbits:
     raise InputError('Huffman stream ends early')
   return out.astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------
+# Bit packing
+
+def pack_bits(codes: Any, bits: int) -> np.ndarray:
+  """Packs unsigned codes of `bits` bits each into a little-endian bitstream.
+
+  Code i occupies stream bits [i*bits, (i+1)*bits), least significant bit
+  first; stream bit j is bit (j mod 8) of byte j // 8. So 4-bit codes
+  [a, b] become the byte `a | b << 4`, and 8-bit codes are the bytes
+  themselves. The last byte is zero-padded.
+
+  Args:
+    codes: integers in [0, 2^bits), any shape (flattened row-major).
+    bits: 1..8.
+
+  Returns:
+    uint8 array of ceil(n * bits / 8) bytes.
+
+  Raises:
+    InputError: bits outside 1..8 or a code that does not fit.
+  """
+  if not 1 <= int(bits) <= 8:
+    raise InputError(f'pack_bits: bits {bits} outside 1..8')
+  codes = np.asarray(codes).reshape(-1)
+  if codes.size and (codes.min() < 0 or codes.max() >= 2 ** bits):
+    raise InputError(f'pack_bits: codes outside [0, {2 ** bits - 1}]')
+  codes = codes.astype(np.uint8)
+  if bits == 8:
+    return codes.copy()
+  stream = (codes[:, None] >> np.arange(bits, dtype=np.uint8)) & 1
+  return np.packbits(stream.reshape(-1), bitorder='little')
+
+
+def unpack_bits(packed: Any, bits: int, count: int) -> np.ndarray:
+  """Inverse of `pack_bits`: the first `count` codes, as uint8.
+
+  Args:
+    packed: the uint8 bytes.
+    bits: 1..8, as packed.
+    count: number of codes.
+
+  Returns:
+    uint8 array of shape (count,).
+
+  Raises:
+    InputError: too few bytes for `count` codes, or bits outside 1..8.
+  """
+  if not 1 <= int(bits) <= 8:
+    raise InputError(f'unpack_bits: bits {bits} outside 1..8')
+  packed = np.asarray(packed, np.uint8).reshape(-1)
+  if packed.size * 8 < count * bits:
+    raise InputError(f'unpack_bits: {packed.size} bytes hold fewer than '
+                     f'{count} codes of {bits} bits')
+  if bits == 8:
+    return packed[:count].copy()
+  stream = np.unpackbits(packed, bitorder='little', count=count * bits)
+  weights = (1 << np.arange(bits)).astype(np.uint16)
+  return (stream.reshape(count, bits).astype(np.uint16) @ weights).astype(
+      np.uint8)
 
 
 # ----------------------------------------------------------------------------
@@ -506,50 +570,36 @@ def decode_leaf(leaf_node: dict, streams: Sequence[np.ndarray],
     if src is None or tuple(src.shape) != tuple(shape):
       raise InputError(f"reference to {leaf_node['path']!r} does not resolve")
     return src
-  if kind == 'dct':
-    from compression import dct  # pylint: disable=g-import-not-at-top
+  if kind in transforms.KINDS:
     br, bc = int(leaf_node['br']), int(leaf_node['bc'])
     if len(shape) != 2 or br < 1 or bc < 1 or shape[0] % br or shape[1] % bc:
-      raise InputError('DCT block shape does not divide the kernel')
+      raise InputError('transform block shape does not divide the kernel')
     c = decode_values(leaf_node['c'], streams, shape, None).reshape(shape)
-    w = dct.inverse(c.astype(np.float64), br, bc, np)
-    return np.asarray(w, np.float32)
+    return transforms.inverse(kind, c, (br, bc))
   return decode_values(leaf_node, streams, shape, None).reshape(shape)
 
 
 # ----------------------------------------------------------------------------
-# Building plans from a chain's export entries
+# Building plans from a chain's records
 
 
-def _value_coder(name: str, entry: Mapping[str, Any], n: int
-                 ) -> tuple[str, dict[str, Any]]:
-  """(kind, fields) of the value coder an entry of method `name` gives."""
-  if name == 'quantize':
-    bits = int(entry['bits'])
-    from compression import quantization  # pylint: disable=g-import-not-at-top
-    u = quantization.unpack_bits(entry['codes'], bits, n)
-    zp = entry.get('zero_point') if entry['scheme'] == 'asymmetric' else None
-    return 'quant', {'bits': bits, 'u': u.astype(np.int64),
-                     'scale': np.asarray(entry['scale'], np.float32).reshape(-1),
-                     'zp': None if zp is None else np.asarray(zp).reshape(-1)}
-  if name == 'kmeans':
-    bits = int(entry['bits'])
-    from compression import quantization  # pylint: disable=g-import-not-at-top
-    u = quantization.unpack_bits(entry['indices'], bits, n)
-    return 'shared', {'bits': bits, 'u': u.astype(np.int64),
-                      'codebook': np.asarray(entry['codebook'], np.float32)}
-  raise KeyError(name)
-
-
-def _prune_positions(entry: Mapping[str, Any], n: int) -> np.ndarray:
-  """Kept positions of a prune entry (fillers of its gap format dropped)."""
-  if entry['format'] == 'bitmap':
-    return np.flatnonzero(np.unpackbits(entry['bitmap'], count=n))
-  gaps = np.asarray(entry['gaps'], np.int64)
-  pos = np.cumsum(gaps) - 1
-  values = np.asarray(entry['values'], np.float32)
-  filler = (gaps == 255) & (values == 0)
-  return pos[~filler]
+def _coder(rec: records.Record | None) -> tuple[str, dict[str, Any]] | None:
+  """(node kind, fields) of the value coder a record gives, or None (float)."""
+  if rec is None:
+    return None
+  if rec.codes is not None:
+    c = rec.codes
+    return 'quant', {
+        'bits': int(c.bits), 'u': np.asarray(c.u, np.int64).reshape(-1),
+        'scale': np.asarray(c.scale, np.float32).reshape(-1),
+        'zp': (None if c.zero_point is None
+               else np.asarray(c.zero_point).reshape(-1))}
+  if rec.codebook is not None:
+    b = rec.codebook
+    return 'shared', {'bits': int(b.bits),
+                      'u': np.asarray(b.index, np.int64).reshape(-1),
+                      'codebook': np.asarray(b.codebook, np.float32)}
+  return None
 
 
 def _value_node(coder: tuple[str, dict] | None, dense_flat: np.ndarray,
@@ -585,62 +635,57 @@ def _sparse(positions: np.ndarray, n: int, coder, dense_flat, coding: str
   return node, streams
 
 
-def _dct_plan(entry: Mapping[str, Any], coding: str) -> tuple[dict, list[Stream]]:
-  """The node of a dct entry: sparse coefficients, then the inverse DCT."""
-  m, n = int(entry['rows']), int(entry['cols'])
-  count, bits = int(entry['count']), int(entry['bits'])
-  if 'bitmap' in entry:
-    pos = np.flatnonzero(np.unpackbits(entry['bitmap'])[:m * n])
-  else:
-    pos = np.asarray(entry['index'], np.int64)
-  if bits:
-    qmax = 2 ** (bits - 1) - 1
-    if bits == 8:
-      codes = np.asarray(entry['codes'], np.int64)
-    else:
-      planes = np.unpackbits(entry['codes'])[:count * bits].reshape(count, bits)
-      codes = planes.astype(np.int64) @ (2 ** np.arange(bits - 1, -1, -1)) - qmax
-    coder = ('quant', {'bits': bits, 'u': codes + qmax,
-                       'scale': np.asarray(entry['scale'], np.float32).reshape(1),
-                       'zp': None})
-    full = np.zeros(m * n, np.int64)
-    full[pos] = codes + qmax
-    coder[1]['u'] = full
-    dense = None
-  else:
-    coder = None
-    dense = np.zeros(m * n, np.float32)
-    dense[pos] = np.asarray(entry['values'], np.float32)
-  node, streams = _sparse(pos, m * n, coder, dense, coding)
-  return {'k': 'dct', 'br': int(entry['block_rows']),
-          'bc': int(entry['block_cols']), 'c': node}, streams
+def _values(flat: np.ndarray, positions: np.ndarray | None, coder,
+            coding: str) -> tuple[dict, list[Stream]]:
+  """The node of a flat value array: all of it, or its kept positions."""
+  if positions is not None:
+    return _sparse(np.asarray(positions, np.int64), flat.size, coder, flat,
+                   coding)
+  streams: list[Stream] = []
+  return _value_node(coder, flat, None, streams), streams
 
 
-def _encode_leaf(path: str, dense: np.ndarray, found: list[tuple[str, Any]],
-                 ref: str | None, coding: str) -> tuple[dict, list[Stream], str]:
-  """(node, streams, encoding name) of one dense leaf from its entries."""
-  shape = tuple(dense.shape)
+def _first(found: Sequence[records.Record], field: str
+           ) -> records.Record | None:
+  """The first record of the chain (outermost method) that sets `field`."""
+  for rec in found:
+    if getattr(rec, field) is not None:
+      return rec
+  return None
+
+
+def _encode_leaf(dense: np.ndarray, found: Sequence[records.Record],
+                 coding: str, zero_rule: bool = True
+                 ) -> tuple[dict, list[Stream], bool]:
+  """(node, streams, stored sparse by the zero rule) of one dense leaf.
+
+  The records of the chain are merged by their fields: a `ref` makes the
+  leaf a reference; a `transform` record describes the whole leaf (its
+  positions and codes are over the coefficients); otherwise the first
+  record with positions says where values are kept and the first with codes
+  or a codebook says how they are coded (float32 when none does).
+  """
   n = int(dense.size)
   flat = np.asarray(dense, np.float32).reshape(-1)
+  ref = _first(found, 'ref')
   if ref is not None:
-    return {'k': 'ref', 'path': ref}, [], 'shared-factor'
-  names = [name for name, _ in found]
-  by = dict(found)
-  if 'dct' in by:
-    node, streams = _dct_plan(by['dct'], coding)
-    return node, streams, '+'.join(names)
-  coder = None
-  for name in names:
-    if name in ('quantize', 'kmeans'):
-      coder = _value_coder(name, by[name], n)
-      break
-  if 'prune' in by:
-    node, streams = _sparse(_prune_positions(by['prune'], n), n, coder, flat,
-                            coding)
-    return node, streams, '+'.join(names)
-  streams: list[Stream] = []
-  node = _value_node(coder, flat, None, streams)
-  encoding = '+'.join(names) or 'float32'
+    return {'k': 'ref', 'path': ref.ref}, [], False
+  tr = _first(found, 'transform')
+  if tr is not None:
+    t = tr.transform
+    coef = (np.zeros(n, np.float32) if tr.coefficients is None else
+            np.asarray(tr.coefficients, np.float32).reshape(-1))
+    node, streams = _values(coef, tr.positions, _coder(tr), coding)
+    return {'k': t.kind, 'br': int(t.block[0]), 'bc': int(t.block[1]),
+            'c': node}, streams, False
+  where = _first(found, 'positions')
+  coder = _coder(_first(found, 'codes') or _first(found, 'codebook'))
+  if where is not None:
+    node, streams = _values(flat, where.positions, coder, coding)
+    return node, streams, False
+  node, streams = _values(flat, None, coder, coding)
+  if not zero_rule:
+    return node, streams, False
   # Many exact zeros (a k-means zero cluster, zero codes, a pruned float
   # leaf): store only the nonzero positions when that is smaller.
   nz = np.flatnonzero(flat != 0)
@@ -648,14 +693,14 @@ def _encode_leaf(path: str, dense: np.ndarray, found: list[tuple[str, Any]],
     s_node, s_streams = _sparse(nz, n, coder, flat, coding)
     if sum(s.stored_bytes(coding) for s in s_streams) < sum(
         s.stored_bytes(coding) for s in streams):
-      return s_node, s_streams, encoding + '+sparse'
-  return node, streams, encoding
+      return s_node, s_streams, True
+  return node, streams, False
 
 
 def _leaf_bits(node: dict) -> int:
   if node['k'] in ('sparse',):
     return _leaf_bits(node['v'])
-  if node['k'] == 'dct':
+  if node['k'] in transforms.KINDS:
     return _leaf_bits(node['c'])
   if node['k'] in ('quant', 'shared'):
     return int(node['bits'])
@@ -685,18 +730,20 @@ def plan(dense: Any, exports: Any, methods: Sequence[str],
 
   Args:
     dense: the dense tree the model runs with (`compressor.apply` output).
-    exports: `compressor.export(params, state)`: one `{path: entry}` dict per
-      chained method (a single dict for one method, {} or () for none).
-    methods: the chained method names, in order (`compression.method_names`).
+    exports: `compressor.export(params, state)`: one `{path: Record}` dict
+      per chained method (a single dict for one method, {} or () for none).
+    methods: the chained method names, in order (`compression.method_names`);
+      they only label the leaves (`Leaf.encoding`).
     coding: 'fixed' or 'huffman' (which stored size choices minimise).
-    check: decode each plan and fall back to float32 where it does not
-      reproduce the dense leaf.
+    check: decode each plan and compare it with the dense leaf.
 
   Returns:
     One Leaf per dense leaf, in sorted path order.
 
   Raises:
-    InputError: unknown coding, or exports that do not match the methods.
+    InputError: unknown coding, exports that do not match the methods, a
+      value that is not a Record, a record for a leaf the tree lacks, or
+      records that do not reproduce their leaf (bit for bit; DCT to 1e-5).
   """
   if coding not in CODINGS:
     raise InputError(f'coding: unknown {coding!r}; valid: {", ".join(CODINGS)}')
@@ -706,43 +753,72 @@ def plan(dense: Any, exports: Any, methods: Sequence[str],
     raise InputError(f'accounting: {len(per_method)} export dicts for '
                      f'{len(methods)} methods {methods}')
   leaves = flatten(dense)
-  refs: dict[str, str] = {}
   for name, entries in zip(methods, per_method):
-    if name == 'lowrank':
-      for p, e in entries.items():
-        if 'u_of' in e:
-          refs[f'{p}/u'] = f"{e['u_of']}/u"
+    for path, rec in entries.items():
+      records.check(rec, path)
+      if path not in leaves:
+        raise InputError(f'accounting: {name} exports {path!r}, which the '
+                         'dense tree does not hold')
   out = []
   for path, value in leaves.items():
     found = [(name, entries[path]) for name, entries in zip(methods, per_method)
              if path in entries]
-    parent = path.rsplit('/', 1)[0] if '/' in path else None
-    extra = tuple(name for name, entries in zip(methods, per_method)
-                  if parent is not None and parent in entries and
-                  name == 'lowrank')
-    node, streams, encoding = _encode_leaf(path, value, found, refs.get(path),
-                                           coding)
-    if extra:
-      encoding = '+'.join(extra + ((encoding,) if encoding != 'float32'
-                                   else ()))
+    node, streams, zeros = _encode_leaf(value, [r for _, r in found], coding)
+    names = tuple(name for name, _ in found)
+    encoding = '+'.join(names) or 'float32'
+    if zeros:
+      encoding += '+sparse'
+    if node['k'] == 'ref':
+      encoding = 'shared-factor'
     if check and node['k'] != 'ref':
-      try:
-        got = decode_leaf(node, [s.data for s in streams], tuple(value.shape))
-        tol = DCT_ATOL if node['k'] == 'dct' else 0.0
-        ok = got.shape == value.shape and (
-            np.array_equal(got, value.astype(np.float32)) if tol == 0 else
-            np.allclose(got, value, rtol=0, atol=tol))
-      except (InputError, ValueError, IndexError, KeyError):
-        ok = False
-      if not ok:
-        streams = [_float_stream(value)]
-        node = {'k': 'raw', 'v': 0}
-        encoding += '+fallback'
-    names = tuple(n for n, _ in found) + extra
+      _check_decodes(path, encoding, node, streams, value)
     out.append(Leaf(path, tuple(int(d) for d in value.shape), names, encoding,
                     node, streams, int(np.count_nonzero(value)),
                     _leaf_bits(node)))
   return out
+
+
+def _check_decodes(path: str, encoding: str, node: dict,
+                   streams: Sequence[Stream], value: np.ndarray) -> None:
+  """Raises unless the planned leaf decodes to `value`."""
+  try:
+    got = decode_leaf(node, [s.data for s in streams], tuple(value.shape))
+    tol = TRANSFORM_ATOL if node['k'] in transforms.KINDS else 0.0
+    ok = got.shape == value.shape and (
+        np.array_equal(got, value.astype(np.float32)) if tol == 0 else
+        np.allclose(got, value, rtol=0, atol=tol))
+  except (InputError, ValueError, IndexError, KeyError):
+    ok = False
+  if not ok:
+    raise InputError(
+        f'accounting: {path}: the records of {encoding} do not decode to the '
+        'values the model runs with, so they cannot be stored exactly (this '
+        'chain of methods has no exact encoding for this leaf)')
+
+
+def rebuild(found: Sequence[records.Record], shape: Sequence[int],
+            dense: np.ndarray | None = None) -> np.ndarray:
+  """The float32 leaf that a chain's records for one leaf decode to.
+
+  The one decoder of records: it builds the leaf's node as `plan` does and
+  decodes it as the artifact reader does.
+
+  Args:
+    found: the leaf's records, in chain order.
+    shape: the leaf's shape.
+    dense: the float values for positions no record codes (None: zeros,
+      for records that code every stored value).
+
+  Returns:
+    float32 array of `shape`.
+  """
+  shape = tuple(int(d) for d in shape)
+  if dense is None:
+    dense = np.zeros(shape, np.float32)
+  node, streams, _ = _encode_leaf(np.asarray(dense, np.float32),
+                                  [records.check(r, 'leaf') for r in found],
+                                  'fixed', zero_rule=False)
+  return decode_leaf(node, [s.data for s in streams], shape)
 
 
 @dataclasses.dataclass

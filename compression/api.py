@@ -34,6 +34,22 @@ METHODS: dict[str, Callable[[Any], Compressor]] = {
     name: module.METHODS[name] for name, module in _MODULES.items()}
 
 
+def default_section(name: str) -> Any:
+  """The config section of method `name` with its documented defaults.
+
+  Every recipe declares one section per registered method (configs/common.py),
+  so `--config.compression.methods=...` works on any recipe and every option
+  can be set from the command line.
+
+  Args:
+    name: a key of METHODS.
+
+  Returns:
+    The module's `config()` ConfigDict.
+  """
+  return _MODULES[name].config()
+
+
 def report(cfg: Any, state: Any, dense_params: Any, model_cfg: Any
            ) -> dict[str, Any]:
   """The results.json fields the chained methods add (e.g. achieved sparsity).

@@ -47,11 +47,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from compression import core
+from compression import records
 from compression.core import Compressor
 from compression.errors import InputError
-from compression.quantization import _field, _get, _nest, _set
-from compression.quantization import pack_bits, records, selected_paths
-from compression.quantization import unpack_bits
+from compression.quantization import _field
 
 Params = Any
 State = Any
@@ -75,12 +75,7 @@ def config(**overrides: Any) -> ml_collections.ConfigDict:
   c.clusters = 16  # Shared values per kernel, 2..256 (16 = 4-bit indices).
   c.regex = '.*kernel'  # Parameters to cluster (re.fullmatch on the path).
   c.iterations = 30  # Lloyd iterations of the initial k-means (>= 1).
-  for k, v in overrides.items():
-    if k not in c:
-      raise InputError(f'compression.kmeans.{k}: unknown field; valid: '
-                       + ', '.join(sorted(c.keys())))
-    c[k] = v
-  return c
+  return core.section('compression.kmeans', c, overrides)
 
 
 class Spec(NamedTuple):
@@ -193,66 +188,39 @@ def make(section: Any) -> Compressor:
   bits = index_bits(spec.clusters)
 
   def init(params):
-    paths = selected_paths(params, spec.regex, 'compression.kmeans.regex')
+    paths = core.selected_keys(params, spec.regex, 'compression.kmeans.regex')
     state_items = []
     for keys in paths:
-      w = np.asarray(_get(params, keys))
+      w = np.asarray(core.get_path(params, keys))
       if not np.issubdtype(w.dtype, np.floating):
         raise InputError(f'compression.kmeans.regex: {"/".join(keys)} is not '
                          f'a float parameter ({w.dtype})')
       c, idx, has_zero = cluster(w, spec.clusters, spec.iterations)
-      params = _set(params, keys, {'centroids': jnp.asarray(c)})
+      params = core.set_path(params, keys, {'centroids': jnp.asarray(c)})
       state_items.append((keys, {'indices': jnp.asarray(idx),
                                  'zero_cluster': jnp.asarray(has_zero)}))
-    return params, _nest(state_items)
+    return params, core.nest(state_items)
 
   def apply(params, state):
-    for keys, rec in records(state, 'indices'):
-      c = _effective(_get(params, keys)['centroids'], rec['zero_cluster'])
-      params = _set(params, keys, jnp.take(c, rec['indices'], axis=0))
+    for keys, rec in core.tagged(state, 'indices'):
+      c = _effective(core.get_path(params, keys)['centroids'], rec['zero_cluster'])
+      params = core.set_path(params, keys, jnp.take(c, rec['indices'], axis=0))
     return params
 
   def export(params, state):
     out = {}
-    for keys, rec in records(state, 'indices'):
-      c = _effective(_get(params, keys)['centroids'], rec['zero_cluster'])
-      idx = np.asarray(rec['indices'])
-      out['/'.join(keys)] = {
-          'codebook': np.asarray(c, np.float32),
-          'indices': pack_bits(idx, bits),
-          'bits': bits,
-          'shape': np.asarray(idx.shape, np.int32),
-      }
+    for keys, rec in core.tagged(state, 'indices'):
+      c = _effective(core.get_path(params, keys)['centroids'],
+                     rec['zero_cluster'])
+      out['/'.join(keys)] = records.Record(codebook=records.Codebook(
+          index=np.asarray(rec['indices']), bits=bits,
+          codebook=np.asarray(c, np.float32)))
     return out
 
   return Compressor(
       init=init,
       apply=apply,
-      update=lambda params, state, grads, step: (params, state),
-      penalty=lambda params, state: jnp.zeros((), jnp.float32),
       export=export)
-
-
-def decode(entry: dict) -> np.ndarray:
-  """The dense float32 kernel of one `export` entry (pure numpy).
-
-  Args:
-    entry: the dict `export` gives for one parameter.
-
-  Returns:
-    `codebook[indices]` reshaped to `shape`, bit-identical to `apply`.
-
-  Raises:
-    InputError: an index beyond the codebook.
-  """
-  shape = tuple(int(d) for d in np.asarray(entry['shape']))
-  count = int(np.prod(shape, dtype=np.int64))
-  idx = unpack_bits(entry['indices'], int(entry['bits']), count)
-  codebook = np.asarray(entry['codebook'], np.float32)
-  if idx.size and int(idx.max()) >= codebook.size:
-    raise InputError(f'kmeans entry: index {int(idx.max())} beyond the '
-                     f'{codebook.size}-entry codebook')
-  return codebook[idx].reshape(shape)
 
 
 METHODS = {'kmeans': make}

@@ -13,8 +13,10 @@ spirit of `optax.GradientTransformation`.
   (gradual pruning, mask recomputation) inside the jitted train step.
 * `penalty(params, state) -> scalar` is an extra loss term (L1, group lasso);
   zero for most methods.
-* `export(params, state) -> dict` gives the encoded leaves the artifact
-  stores, keyed by parameter path.
+* `export(params, state) -> {path: records.Record}` says what the artifact
+  stores for each dense leaf the method shapes (positions, codes, codebook,
+  transform; see `compression.records`); `compression.accounting` turns
+  records into bytes.
 * `calibrate(params, state, loss_fn) -> state` (optional) tunes the state
   without training, e.g. post-training quantization choosing clipping ranges.
   `params` is the tree the method's `apply` receives; `loss_fn(out)` maps the
@@ -40,26 +42,52 @@ Params = Any  # A nested dict of arrays (a Flax 'params' collection).
 State = Any  # A method's state pytree.
 
 
+def no_update(params: Params, state: State, grads: Params, step: jax.Array
+              ) -> tuple[Params, State]:
+  """The default `update`: no schedule, nothing changes."""
+  del grads, step
+  return params, state
+
+
+def no_penalty(params: Params, state: State) -> jax.Array:
+  """The default `penalty`: zero."""
+  del params, state
+  return jnp.zeros((), jnp.float32)
+
+
+def no_export(params: Params, state: State) -> dict:
+  """The default `export`: no records (the leaves are stored as float32)."""
+  del params, state
+  return {}
+
+
+def no_calibration(params: Params, state: State,
+                   loss_fn: Callable[[Params], jax.Array]) -> State:
+  """The default `calibrate`: the state is kept."""
+  del params, loss_fn
+  return state
+
+
 class Compressor(NamedTuple):
-  """A compression method as pure functions over parameter pytrees."""
+  """A compression method as pure functions over parameter pytrees.
+
+  Only `init` and `apply` are required; the others default to no schedule,
+  no penalty, no records and no calibration.
+  """
   init: Callable[[Params], tuple[Params, State]]
   apply: Callable[[Params, State], Params]
-  update: Callable[[Params, State, Params, jax.Array], tuple[Params, State]]
-  penalty: Callable[[Params, State], jax.Array]
-  export: Callable[[Params, State], Any]
-  calibrate: Callable[[Params, State, Callable[[Params], jax.Array]], State] = (
-      lambda params, state, loss_fn: state)
+  update: Callable[[Params, State, Params, jax.Array],
+                   tuple[Params, State]] = no_update
+  penalty: Callable[[Params, State], jax.Array] = no_penalty
+  export: Callable[[Params, State], Any] = no_export
+  calibrate: Callable[[Params, State, Callable[[Params], jax.Array]],
+                      State] = no_calibration
 
 
 def identity() -> Compressor:
   """The method that changes nothing (an empty chain)."""
-  return Compressor(
-      init=lambda params: (params, ()),
-      apply=lambda params, state: params,
-      update=lambda params, state, grads, step: (params, state),
-      penalty=lambda params, state: jnp.zeros((), jnp.float32),
-      export=lambda params, state: {},
-  )
+  return Compressor(init=lambda params: (params, ()),
+                    apply=lambda params, state: params)
 
 
 def chain(*methods: Compressor) -> Compressor:
@@ -178,3 +206,102 @@ def select(params: Params, pattern: str, field: str = 'regex') -> Params:
         f'{field}: {pattern!r} matches no parameter; paths are: '
         + ', '.join(param_paths(params)))
   return chosen
+
+
+def section(field: str, defaults: Any, overrides: dict[str, Any]) -> Any:
+  """A config section: `defaults` with `overrides` applied, unknown keys refused.
+
+  Every method's `config(**overrides)` goes through here, so a misspelt option
+  (`sparsty=0.9`) is one error line instead of a silently ignored value.
+
+  Args:
+    field: the section's config path, e.g. 'compression.prune' (for messages).
+    defaults: a ConfigDict declaring every key with its default.
+    overrides: values replacing the defaults.
+
+  Returns:
+    `defaults`, updated in place.
+
+  Raises:
+    InputError: an override key that `defaults` does not declare.
+  """
+  for k, v in overrides.items():
+    if k not in defaults:
+      raise InputError(f'{field}.{k}: unknown field; valid: '
+                       + ', '.join(sorted(defaults.keys())))
+    defaults[k] = v
+  return defaults
+
+
+# ----------------------------------------------------------------------------
+# Path-keyed helpers for nested-dict parameter and state trees
+
+Path = Any  # '/'-joined string ('rnn/layer_0/kernel') or a tuple of keys.
+
+
+def path_keys(path: Path) -> tuple[str, ...]:
+  """('rnn', 'layer_0', 'kernel') of a '/'-joined path or a key tuple."""
+  return tuple(path.split('/')) if isinstance(path, str) else tuple(path)
+
+
+def get_path(tree: Any, path: Path) -> Any:
+  """The subtree at `path` (KeyError when a key is missing)."""
+  for key in path_keys(path):
+    tree = tree[key]
+  return tree
+
+
+def set_path(tree: Any, path: Path, value: Any) -> Any:
+  """A copy of `tree` with the subtree at `path` replaced.
+
+  Only the dicts along the path are copied; the inputs are untouched. A
+  missing branch is created, so the helper also builds new trees.
+  """
+  keys = path_keys(path)
+  if not keys:
+    return value
+  out = dict(tree)
+  out[keys[0]] = set_path(tree.get(keys[0], {}), keys[1:], value)
+  return out
+
+
+def nest(items: Any) -> dict:
+  """The nested dict of `(path, value)` pairs."""
+  out: dict = {}
+  for path, value in items:
+    out = set_path(out, path, value)
+  return out
+
+
+def flatten_dict(tree: Any, prefix: str = '') -> dict[str, Any]:
+  """{'/'-joined path: leaf} of a nested dict, in sorted key order."""
+  out: dict[str, Any] = {}
+  for key in sorted(tree):
+    value = tree[key]
+    if isinstance(value, dict):
+      out.update(flatten_dict(value, f'{prefix}{key}/'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
+
+
+def tagged(tree: Any, marker: str, prefix: tuple[str, ...] = ()):
+  """(key path, record) of every dict in `tree` holding the key `marker`.
+
+  Method states keep one record per compressed parameter (a dict with, for
+  example, 'clip' or 'indices'); this walks to them in sorted key order.
+  """
+  if isinstance(tree, dict) and marker in tree:
+    yield prefix, tree
+    return
+  if isinstance(tree, dict):
+    for k in sorted(tree):
+      yield from tagged(tree[k], marker, prefix + (k,))
+
+
+def selected_keys(params: Params, pattern: str, field: str
+                  ) -> list[tuple[str, ...]]:
+  """The key paths of the leaves `pattern` selects (error if none)."""
+  chosen = select(params, pattern, field=field)
+  return [tuple(path_str(p).split('/'))
+          for p, hit in jax.tree_util.tree_flatten_with_path(chosen)[0] if hit]

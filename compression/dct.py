@@ -59,6 +59,9 @@ import ml_collections
 import numpy as np
 
 from compression import core
+from compression import records
+from compression import transforms
+from compression.transforms import dct_matrix
 from compression.errors import InputError
 
 Params = core.Params
@@ -82,9 +85,7 @@ def config(**overrides: Any) -> ml_collections.ConfigDict:
   c.threshold = 0.0
   c.block = 8  # Square block side (must divide both kernel dims); 0 = whole.
   c.bits = 0  # Kept values stored as float32 (0) or 2..8-bit codes + scale.
-  for k, v in overrides.items():
-    c[k] = v
-  return c
+  return core.section(_FIELD, c, overrides)
 
 
 def _check_config(cfg: Any) -> None:
@@ -99,22 +100,6 @@ def _check_config(cfg: Any) -> None:
                      '(0 = whole matrix)')
   if cfg.bits != 0 and not 2 <= cfg.bits <= 8:
     raise InputError(f'{_FIELD}.bits: {cfg.bits} outside 2..8 (0 = float32)')
-
-
-def dct_matrix(n: int) -> np.ndarray:
-  """The orthonormal DCT-II matrix D (n, n): `D @ x` is the DCT of x.
-
-  Args:
-    n: transform length.
-
-  Returns:
-    float64 (n, n) with D D^T = I.
-  """
-  k = np.arange(n)[:, None]
-  i = np.arange(n)[None, :]
-  d = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
-  d[0] /= np.sqrt(2.0)
-  return d
 
 
 def block_shape(shape: tuple[int, int], block: int,
@@ -139,43 +124,13 @@ def block_shape(shape: tuple[int, int], block: int,
 
 
 def forward(w: Any, bm: int, bn: int, xp: Any = jnp) -> Any:
-  """Blockwise orthonormal 2-D DCT-II of w (m, n), coefficients in place.
-
-  Args:
-    w: (m, n) matrix, m divisible by bm and n by bn.
-    bm: block rows.
-    bn: block columns.
-    xp: the array module (`jax.numpy` in `apply`, `numpy` on host).
-
-  Returns:
-    (m, n) coefficients.
-  """
-  m, n = w.shape
-  dm = xp.asarray(dct_matrix(bm), w.dtype)
-  dn = xp.asarray(dct_matrix(bn), w.dtype)
-  w4 = w.reshape(m // bm, bm, n // bn, bn)
-  c4 = xp.einsum('ki,aibj,lj->akbl', dm, w4, dn)
-  return c4.reshape(m, n)
+  """Blockwise orthonormal 2-D DCT-II of w (`transforms.block_dct`)."""
+  return transforms.block_dct(w, bm, bn, xp)
 
 
 def inverse(c: Any, bm: int, bn: int, xp: Any = jnp) -> Any:
-  """The inverse of `forward`: `X = D_bm^T C D_bn` per block.
-
-  Args:
-    c: (m, n) coefficients.
-    bm: block rows.
-    bn: block columns.
-    xp: the array module.
-
-  Returns:
-    (m, n) matrix.
-  """
-  m, n = c.shape
-  dm = xp.asarray(dct_matrix(bm), c.dtype)
-  dn = xp.asarray(dct_matrix(bn), c.dtype)
-  c4 = c.reshape(m // bm, bm, n // bn, bn)
-  w4 = xp.einsum('ki,akbl,lj->aibj', dm, c4, dn)
-  return w4.reshape(m, n)
+  """The inverse of `forward` (`transforms.block_idct`)."""
+  return transforms.block_idct(c, bm, bn, xp)
 
 
 def top_mask(c: np.ndarray, keep: float = 0.0,
@@ -230,19 +185,6 @@ def _scale(max_abs: Any, bits: int) -> Any:
   return jnp.where(max_abs > 0, max_abs / _qmax(bits), 1.0).astype(jnp.float32)
 
 
-def _get(tree: Params, path: str) -> Any:
-  for key in path.split('/'):
-    tree = tree[key]
-  return tree
-
-
-def _set(tree: Params, path: str, value: Any) -> Params:
-  head, _, rest = path.partition('/')
-  out = dict(tree)
-  out[head] = _set(tree.get(head, {}), rest, value) if rest else value
-  return out
-
-
 def _walk(tree: Params, prefix: str = '') -> list[tuple[str, Any]]:
   """(path, leaf) for every leaf of a nested dict, in key order."""
   found = []
@@ -255,7 +197,7 @@ def _walk(tree: Params, prefix: str = '') -> list[tuple[str, Any]]:
   return found
 
 
-def dct(cfg: Any) -> core.Compressor:
+def make(cfg: Any) -> core.Compressor:
   """The DCT-domain Compressor for a `config()` section.
 
   Args:
@@ -279,123 +221,75 @@ def dct(cfg: Any) -> core.Compressor:
              jax.tree_util.tree_flatten_with_path(chosen)[0] if c]
     # Shapes first, so a bad block fails before any kernel is transformed.
     for p in paths:
-      shape = np.shape(_get(params, p))
+      shape = np.shape(core.get_path(params, p))
       if len(shape) != 2:
         raise InputError(f'{_FIELD}.regex: {p} has shape {shape}; only 2-D '
                          'kernels are transformed')
       block_shape(shape, block, p)
     out, masks = params, {}
     for p in paths:
-      w = np.asarray(_get(params, p), np.float64)
+      w = np.asarray(core.get_path(params, p), np.float64)
       bm, bn = block_shape(w.shape, block, p)
       c = forward(w, bm, bn, np)
       mask = top_mask(c, keep, threshold)
-      out = _set(out, p, jnp.asarray(c * mask, jnp.float32))
-      masks = _set(masks, p, jnp.asarray(mask))
+      out = core.set_path(out, p, jnp.asarray(c * mask, jnp.float32))
+      masks = core.set_path(masks, p, jnp.asarray(mask))
     return out, masks
 
   def apply(params, state):
     out = params
     for p, mask in _walk(state):
-      c = _get(params, p)
+      c = core.get_path(params, p)
       bm, bn = block_shape(c.shape, block, p)
-      out = _set(out, p, inverse(fake_quant(c, mask, bits), bm, bn))
+      out = core.set_path(out, p, inverse(fake_quant(c, mask, bits), bm, bn))
     return out
 
-  def update(params, state, grads, step):
-    del grads, step
-    return params, state
-
-  def penalty(params, state):
-    del params, state
-    return jnp.zeros((), jnp.float32)
-
   def export(params, state):
-    entries = {}
+    out = {}
     for p, mask in _walk(state):
-      c = np.asarray(_get(params, p), np.float32)
+      c = np.asarray(core.get_path(params, p), np.float32)
       mask = np.asarray(mask, bool)
       bm, bn = block_shape(c.shape, block, p)
-      entries[p] = encode(c, mask, bm, bn, bits)
-    return entries
+      out[p] = encode(c, mask, bm, bn, bits)
+    return out
 
-  return core.Compressor(init, apply, update, penalty, export)
+  return core.Compressor(init=init, apply=apply, export=export)
 
 
 def encode(c: np.ndarray, mask: np.ndarray, bm: int, bn: int,
-           bits: int) -> dict[str, Any]:
-  """The export entry of one kernel's coefficients (fields in the docstring).
+           bits: int) -> records.Record:
+  """The record of one kernel's kept coefficients.
 
   Args:
     c: (m, n) float32 coefficients.
     mask: (m, n) bool kept positions.
     bm: block rows.
     bn: block columns.
-    bits: 0 (float32 values) or 2..8.
+    bits: 0 (float32 values) or 2..8 (symmetric codes, one scale).
 
   Returns:
-    The entry dict.
+    A Record in the cosine-transform domain: the kept positions, and their
+    codes or float values.
   """
-  m, n = c.shape
-  flat = np.flatnonzero(mask.ravel())
-  count = int(flat.size)
-  entry: dict[str, Any] = {'rows': m, 'cols': n, 'block_rows': bm,
-                           'block_cols': bn, 'count': count, 'bits': bits}
-  index_dtype = np.uint16 if m * n <= 2 ** 16 else np.uint32
-  bitmap_bytes = math.ceil(m * n / 8)
-  if bitmap_bytes <= count * np.dtype(index_dtype).itemsize:
-    entry['bitmap'] = np.packbits(mask.ravel())
-  else:
-    entry['index'] = flat.astype(index_dtype)
-  values = c.ravel()[flat].astype(np.float32)
+  positions = records.positions_of_mask(mask)
+  transform = records.Transform('cosine', (bm, bn))
+  values = c.ravel()[positions].astype(np.float32)
   if not bits:
-    entry['values'] = values
-    return entry
-  # The same float32 arithmetic as `fake_quant`, so decode matches apply.
+    kept = np.where(mask, c, np.float32(0)).astype(np.float32)
+    return records.Record(positions=positions, transform=transform,
+                          coefficients=kept)
+  # The same float32 arithmetic as `fake_quant`, so decoding matches apply.
+  count = int(positions.size)
   max_abs = np.float32(np.max(np.abs(values))) if count else np.float32(0)
   scale = np.float32(max_abs / np.float32(_qmax(bits))) if max_abs > 0 else (
       np.float32(1.0))
   codes = np.clip(np.round(values / scale), -_qmax(bits), _qmax(bits))
-  entry['scale'] = scale
-  if bits == 8:
-    entry['codes'] = codes.astype(np.int8)
-  else:
-    shifted = (codes + _qmax(bits)).astype(np.uint8)
-    planes = np.unpackbits(shifted[:, None], axis=1)[:, 8 - bits:]
-    entry['codes'] = np.packbits(planes.ravel())
-  return entry
+  u = np.zeros(c.size, np.uint8)
+  u[positions] = (codes + _qmax(bits)).astype(np.uint8)
+  return records.Record(
+      positions=positions, transform=transform,
+      codes=records.Codes(u=u, bits=bits,
+                          scale=np.asarray([scale], np.float32)))
 
 
-def decode(entry: Mapping[str, Any]) -> np.ndarray:
-  """The dense float32 kernel of one exported entry.
-
-  Args:
-    entry: one value of `export(...)`.
-
-  Returns:
-    The (rows, cols) float32 kernel: the inverse DCT of the kept coefficients.
-  """
-  m, n = int(entry['rows']), int(entry['cols'])
-  count, bits = int(entry['count']), int(entry['bits'])
-  if 'bitmap' in entry:
-    flat = np.flatnonzero(np.unpackbits(entry['bitmap'])[:m * n])
-  else:
-    flat = np.asarray(entry['index'], np.int64)
-  if not bits:
-    values = np.asarray(entry['values'], np.float32)
-  else:
-    if bits == 8:
-      codes = np.asarray(entry['codes'], np.float32)
-    else:
-      planes = np.unpackbits(entry['codes'])[:count * bits].reshape(count, bits)
-      weights = 2 ** np.arange(bits - 1, -1, -1)
-      codes = (planes @ weights).astype(np.float32) - _qmax(bits)
-    values = codes * np.float32(entry['scale'])
-  c = np.zeros(m * n, np.float64)
-  c[flat] = values
-  w = inverse(c.reshape(m, n), int(entry['block_rows']),
-              int(entry['block_cols']), np)
-  return w.astype(np.float32)
-
-
-METHODS = {'dct': dct}
+METHODS = {'dct': make}

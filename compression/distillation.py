@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from compression import core
 from compression.errors import InputError
 
 Array = jax.Array
@@ -48,8 +49,7 @@ def config(**overrides: Any) -> ml_collections.ConfigDict:
   c.feature_weight = 0.0  # Weight of the hidden-state loss (0 = off).
   c.attention_weight = 0.0  # Weight of the attention-map loss (0 = off).
   c.scratch = True  # Also train the same student without a teacher, to compare.
-  c.update(overrides)
-  return c
+  return core.section('distill', c, overrides)
 
 
 def validate(cfg: Any) -> None:

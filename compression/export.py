@@ -12,7 +12,7 @@ File layout (all integers little-endian):
   offset    size         content
   ========  ===========  =====================================================
   0         4            magic b'RNNC'
-  4         2            format version (uint16), currently 1
+  4         2            format version (uint16), currently 2
   6         2            reserved, 0
   8         4            H: header length in bytes (uint32)
   12        H            header: zlib-deflated UTF-8 JSON (see below)
@@ -36,7 +36,7 @@ indexes, offset relative to the payload start:
 
   * 'raw': `count` float32 values (bits 32), 4 * count bytes;
   * 'packed': `count` unsigned codes of `bits` (1..8) bits,
-    `quantization.pack_bits` order, ceil(count * bits / 8) bytes;
+    `accounting.pack_bits` order, ceil(count * bits / 8) bytes;
   * 'huffman': a canonical Huffman code (`accounting.huffman_encode`): a
     table of 4-bit code lengths for the 2^bits alphabet, then the codes
     MSB first.
@@ -50,13 +50,28 @@ leaf as a dense float32 array, bit-identical to `compressor.apply`'s (DCT
 kernels to float rounding, < 1e-5).
 
 A damaged or foreign file raises one `InputError` line naming the file and
-the problem (`artifact model.rnnc: checksum mismatch (file damaged)`).
+the problem (`artifact model.rnnc: checksum mismatch (file damaged)`). The
+checksum only proves the bytes are the writer's, so the reader also checks
+every header field's type and range before it allocates or builds anything
+(a well-signed file is still refused when it is hostile):
+
+  * `model.hidden` and `model.embed_dim` 1..16384, `model.layers` 1..64,
+    `model.unroll` 1..1024;
+  * `info.input_dim` 1..65536, `info.max_len` 1..2^20, `info.num_classes`
+    and `info.vocab_size` 1..2^20, `info.horizon` 1..65536; every float of
+    `model`, `info`, `hidden_state` and `data` finite;
+  * `hidden_state.bits` / `cell_bits` 0..16, `data.eval_batch_size` 1..2^20;
+  * at most 4096 leaves of at most 4 dimensions and 2^28 elements in all;
+    code widths 1..8 bits; block offsets and lengths inside the payload, a
+    Huffman block's count at most 8 symbols per byte;
+  * every decoded value finite (NaN or inf is refused).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 import zlib
@@ -68,14 +83,32 @@ from compression import accounting
 from compression.errors import InputError
 
 MAGIC = b'RNNC'
-VERSION = 1
+VERSION = 2
 FILENAME = 'model.rnnc'
 _PREFIX = struct.Struct('<4sHHI')  # magic, version, reserved, header length.
 _DIGEST = 32
 OVERHEAD = _PREFIX.size + _DIGEST  # Bytes besides the header and payload.
 _MAX_HEADER = 64 << 20  # Inflated header bytes a reader accepts.
-_MAX_ELEMENTS = 1 << 28  # Elements of one leaf a reader accepts.
+_MAX_ELEMENTS = 1 << 28  # Elements of one leaf, and of all leaves together.
+_MAX_LEAVES = 4096  # Leaves of one artifact.
 _CODINGS = ('raw', 'packed', 'huffman')
+# What a reader accepts in the header before it builds anything, as
+# (section, key) -> (lowest, highest) for integers; see `_check_header`.
+LIMITS = {
+    ('model', 'hidden'): (1, 1 << 14),
+    ('model', 'layers'): (1, 64),
+    ('model', 'embed_dim'): (1, 1 << 14),
+    ('model', 'unroll'): (1, 1024),
+    ('info', 'input_dim'): (1, 1 << 16),
+    ('info', 'max_len'): (1, 1 << 20),
+    ('info', 'num_classes'): (1, 1 << 20),
+    ('info', 'vocab_size'): (1, 1 << 20),
+    ('info', 'horizon'): (1, 1 << 16),
+    ('hidden_state', 'bits'): (0, 16),
+    ('hidden_state', 'cell_bits'): (0, 16),
+    ('data', 'eval_batch_size'): (1, 1 << 20),
+}
+_TASKS = ('classification', 'forecasting', 'language_model')
 
 
 class Artifact(NamedTuple):
@@ -112,13 +145,12 @@ def _to_dict(section: Any) -> Any:
 
 
 def _block_bytes(stream: accounting.Stream, coding: str) -> tuple[str, bytes]:
-  from compression import quantization  # pylint: disable=g-import-not-at-top
   how = stream.coding(coding)
   if how == 'raw':
     return how, np.asarray(stream.data, '<f4').tobytes()
   if how == 'huffman':
     return how, accounting.huffman_encode(stream.data, stream.bits)
-  return how, quantization.pack_bits(stream.data, stream.bits).tobytes()
+  return how, accounting.pack_bits(stream.data, stream.bits).tobytes()
 
 
 def encode(leaves: Sequence[accounting.Leaf], meta: Mapping[str, Any],
@@ -186,11 +218,17 @@ def write(path: str, *, dense: Any, exports: Any, methods: Sequence[str],
     d = _to_dict(data_cfg)
     meta['data'] = {k: d[k] for k in ('name', 'kwargs', 'eval_batch_size')
                     if k in d}
+    if isinstance(meta['data'].get('kwargs'), dict):
+      # Unset keywords (None: the dataset's default) need no bytes.
+      meta['data']['kwargs'] = {k: v for k, v in meta['data']['kwargs'].items()
+                                if v is not None}
   hidden = _to_dict(hidden_state)
   if hidden and (hidden.get('bits') or hidden.get('cell_bits')):
     meta['hidden_state'] = hidden  # Absent: the state is not quantized.
   blob = encode(leaves, meta, coding)
-  tmp = path + '.tmp'
+  # Every process of a multi-process run writes the same bytes to the same
+  # path: a temp name of its own keeps one's rename from taking another's.
+  tmp = f'{path}.{os.getpid()}.tmp'
   with open(tmp, 'wb') as f:
     f.write(blob)
   os.replace(tmp, path)
@@ -246,9 +284,20 @@ def write_run(config: Any, task: str, info: Mapping[str, Any],
   """
   from compression import api  # pylint: disable=g-import-not-at-top
   exports = compressor.export(params, comp_state)
+  methods = api.method_names(config.compression)
+  model_cfg = _to_dict(config.model)
+  if methods == ['prune'] and config.compression.prune.granularity == 'unit':
+    # Unit pruning: the file holds the physically smaller model (the dead
+    # units removed, `model.hidden` = the units kept), so it is smaller and
+    # the model it rebuilds computes less. The pruned positions no longer
+    # exist, so no positions are stored.
+    from compression import pruning  # pylint: disable=g-import-not-at-top
+    dense, kept = pruning.shrink(dense, model_cfg['cell'])
+    model_cfg['hidden'] = int(kept)
+    exports = [{}]
   report = write(
       os.path.join(workdir, FILENAME), dense=dense, exports=exports,
-      methods=api.method_names(config.compression), model_cfg=config.model,
+      methods=methods, model_cfg=model_cfg,
       task=task, info=info, data_cfg=config.data,
       hidden_state=config.compression.hidden_state,
       label=f'{config.name}.py' + (f':{config.arg}' if config.arg else ''),
@@ -285,7 +334,6 @@ def _int(v: Any, lo: int, hi: int, what: str) -> int:
 
 def _read_stream(block: Any, payload: memoryview) -> np.ndarray:
   """Decodes one block descriptor to float32 values or integer symbols."""
-  from compression import quantization  # pylint: disable=g-import-not-at-top
   _expect(isinstance(block, list) and len(block) == 5, 'bad block descriptor')
   how, bits, count, offset, length = block
   _expect(how in _CODINGS, f'unknown block coding {how!r}')
@@ -299,8 +347,41 @@ def _read_stream(block: Any, payload: memoryview) -> np.ndarray:
   bits = _int(bits, 1, 8, 'code width')
   if how == 'packed':
     _expect(length == -(-count * bits // 8), 'packed block size mismatch')
-    return quantization.unpack_bits(np.frombuffer(data, np.uint8), bits, count)
+    return accounting.unpack_bits(np.frombuffer(data, np.uint8), bits, count)
+  # Every Huffman code is at least one bit long.
+  _expect(count <= 8 * length, 'huffman block too short for its count')
   return accounting.huffman_decode(data, bits, count)
+
+
+def _check_header(header: dict) -> None:
+  """Checks the type and range of every header field a reader builds from.
+
+  Integers must lie within `LIMITS`; floats must be finite; the task one of
+  the known ones. Runs before any model is built or array allocated.
+
+  Raises:
+    ValueError: the first field out of range, named.
+  """
+  _expect(header.get('task') in _TASKS, f'task {header.get("task")!r} is not '
+          f'one of {", ".join(_TASKS)}')
+  for section in ('model', 'info', 'hidden_state', 'data'):
+    value = header.get(section)
+    optional = section in ('hidden_state', 'data')
+    _expect(isinstance(value, dict) or (optional and value is None),
+            f'{section} is not an object')
+    for key, v in (value or {}).items():
+      if isinstance(v, float):
+        _expect(np.isfinite(v), f'{section}.{key} {v!r} is not finite')
+  for (section, key), (lo, hi) in LIMITS.items():
+    value = header.get(section) or {}
+    if key in value:
+      _int(value[key], lo, hi, f'{section}.{key}')
+  for key in ('cell', 'pooling', 'dtype'):
+    v = header['model'].get(key)
+    _expect(v is None or isinstance(v, str), f'model.{key} {v!r} is not text')
+  rows = header.get('leaves')
+  _expect(isinstance(rows, list) and len(rows) <= _MAX_LEAVES,
+          f'header has no leaf list of at most {_MAX_LEAVES} leaves')
 
 
 def parse(blob: bytes, name: str = 'artifact') -> tuple[dict, dict]:
@@ -343,9 +424,10 @@ def parse(blob: bytes, name: str = 'artifact') -> tuple[dict, dict]:
     _expect(start + p_len + _DIGEST == n, 'payload size does not match the '
             'file size')
     payload = memoryview(blob)[start:start + p_len]
-    rows = header.get('leaves')
-    _expect(isinstance(rows, list), 'header has no leaf list')
+    _check_header(header)
+    rows = header['leaves']
     dense: dict[str, np.ndarray] = {}
+    total = 0
     for row in rows:
       _expect(isinstance(row, dict), 'leaf entry is not an object')
       path = row.get('path')
@@ -355,17 +437,20 @@ def parse(blob: bytes, name: str = 'artifact') -> tuple[dict, dict]:
       _expect(isinstance(shape, list) and len(shape) <= 4, f'{path}: bad shape')
       shape = tuple(_int(d, 0, _MAX_ELEMENTS, f'{path}: dimension')
                     for d in shape)
-      _expect(int(np.prod(shape, dtype=np.int64)) <= _MAX_ELEMENTS,
-              f'{path}: too many elements')
+      total += math.prod(shape)
+      _expect(total <= _MAX_ELEMENTS, f'{path}: too many elements')
       _expect(row.get('dtype') == 'float32', f'{path}: dtype must be float32')
       node = row.get('node')
       _expect(isinstance(node, dict), f'{path}: node is not an object')
       blocks = row.get('blocks')
       _expect(isinstance(blocks, list), f'{path}: no block list')
       streams = [_read_stream(b, payload) for b in blocks]
-      value = accounting.decode_leaf(node, streams, shape, dense)
+      # Hostile scales may overflow; the result is refused below, quietly.
+      with np.errstate(over='ignore', invalid='ignore'):
+        value = accounting.decode_leaf(node, streams, shape, dense)
       _expect(tuple(value.shape) == shape and value.dtype == np.float32,
               f'{path}: decodes to shape {value.shape}')
+      _expect(bool(np.all(np.isfinite(value))), f'{path}: holds NaN or inf')
       dense[path] = value
   except InputError as e:
     raise _fail(name, str(e)) from None

@@ -12,7 +12,8 @@ multiplies through it as `(x U) V`, which costs `r (m + n)` multiply-adds per
 row instead of `m n`, so a small rank is really cheaper at inference (see
 `benchmarks/inference.py`).
 
-The rank of each matched kernel is one of (set exactly one in the config):
+The rank of each matched kernel is one of (set at most one in the config;
+none means `rank_fraction` = 0.25):
 
 * `rank`: a fixed number r, at most min(m, n);
 * `rank_fraction`: ceil(fraction * min(m, n));
@@ -60,11 +61,14 @@ import ml_collections
 import numpy as np
 
 from compression import core
+from compression import records
 from compression.errors import InputError
 
 Params = core.Params
 
 _FIELD = 'compression.lowrank'
+# The rank rule when the section sets none of rank, rank_fraction, energy.
+DEFAULT_FRACTION = 0.25
 # Layer l's recurrent kernel and layer l+1's input kernel read the same h_t.
 _LAYER_RE = re.compile(r'(?P<prefix>(?:.*/)?)layer_(?P<i>\d+)/'
                        r'(?P<kind>recurrent_kernel|input_kernel)')
@@ -90,19 +94,18 @@ def config(**overrides: Any) -> ml_collections.ConfigDict:
   c.energy = 0.0
   # One U for layer l's recurrent kernel and layer l+1's input kernel.
   c.shared = False
-  for k, v in overrides.items():
-    c[k] = v
-  return c
+  return core.section(_FIELD, c, overrides)
 
 
 def _check_config(cfg: Any) -> None:
   """Raises InputError for a bad rank rule, before any parameter is seen."""
   rules = [name for name in ('rank', 'rank_fraction', 'energy') if cfg[name]]
-  if len(rules) != 1:
+  if len(rules) > 1:
     raise InputError(
-        f'{_FIELD}: set exactly one of rank (>= 1), rank_fraction (0, 1] or '
-        f'energy (0, 1]; got rank={cfg.rank}, rank_fraction='
-        f'{cfg.rank_fraction}, energy={cfg.energy}')
+        f'{_FIELD}: set at most one of rank (>= 1), rank_fraction (0, 1] or '
+        f'energy (0, 1] (none = rank_fraction {DEFAULT_FRACTION}); got '
+        f'rank={cfg.rank}, rank_fraction={cfg.rank_fraction}, '
+        f'energy={cfg.energy}')
   if cfg.rank and (isinstance(cfg.rank, bool) or not isinstance(cfg.rank, int)
                    or cfg.rank < 1):
     raise InputError(f'{_FIELD}.rank: {cfg.rank!r} must be an integer >= 1')
@@ -163,20 +166,6 @@ def factorize(w: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
           (root[:, None] * bt[:rank]).astype(np.float32))
 
 
-def _get(tree: Params, path: str) -> Any:
-  for key in path.split('/'):
-    tree = tree[key]
-  return tree
-
-
-def _set(tree: Params, path: str, value: Any) -> Params:
-  """A copy of `tree` with the leaf at `path` replaced (inputs untouched)."""
-  head, _, rest = path.partition('/')
-  out = dict(tree)
-  out[head] = _set(tree[head], rest, value) if rest else value
-  return out
-
-
 def _is_factored(leaf: Any) -> bool:
   return (isinstance(leaf, Mapping) and 'v' in leaf
           and set(leaf) <= {'u', 'v'})
@@ -208,13 +197,13 @@ def _matched_paths(params: Params, regex: str) -> list[str]:
   leaves = jax.tree_util.tree_flatten_with_path(chosen)[0]
   paths = [core.path_str(p) for p, c in leaves if c]
   for p in paths:
-    if np.ndim(_get(params, p)) != 2:
+    if np.ndim(core.get_path(params, p)) != 2:
       raise InputError(f'{_FIELD}.regex: {p} has shape '
-                       f'{np.shape(_get(params, p))}; only 2-D kernels factor')
+                       f'{np.shape(core.get_path(params, p))}; only 2-D kernels factor')
   return paths
 
 
-def lowrank(cfg: Any) -> core.Compressor:
+def make(cfg: Any) -> core.Compressor:
   """The low-rank Compressor for a `config()` section.
 
   Args:
@@ -233,6 +222,8 @@ def lowrank(cfg: Any) -> core.Compressor:
   regex, shared = str(cfg.regex), bool(cfg.shared)
   rule = dict(rank=int(cfg.rank), rank_fraction=float(cfg.rank_fraction),
               energy=float(cfg.energy))
+  if not any(rule.values()):
+    rule['rank_fraction'] = DEFAULT_FRACTION
 
   def init(params):
     paths = _matched_paths(params, regex)
@@ -241,14 +232,14 @@ def lowrank(cfg: Any) -> core.Compressor:
     if rule['rank']:
       # Shapes first, so a bad rank fails before any SVD runs.
       for p in paths:
-        choose_rank(np.ones(min(np.shape(_get(params, p)))), where=p, **rule)
+        choose_rank(np.ones(min(np.shape(core.get_path(params, p)))), where=p, **rule)
     out = params
     for p in paths:
       if p in pairs:
         continue  # Factored together with its source below.
-      w = np.asarray(_get(params, p), np.float64)
+      w = np.asarray(core.get_path(params, p), np.float64)
       if p in partner:
-        w_in = np.asarray(_get(params, partner[p]), np.float64)
+        w_in = np.asarray(core.get_path(params, partner[p]), np.float64)
         if w_in.shape[0] != w.shape[0]:
           raise InputError(f'{_FIELD}.shared: {p} and {partner[p]} read '
                            f'different widths {w.shape[0]} != {w_in.shape[0]}')
@@ -260,9 +251,9 @@ def lowrank(cfg: Any) -> core.Compressor:
       r = choose_rank(s, where=where, **rule)
       u, v = factorize(stacked, r)
       n = w.shape[1]
-      out = _set(out, p, {'u': jnp.asarray(u), 'v': jnp.asarray(v[:, :n])})
+      out = core.set_path(out, p, {'u': jnp.asarray(u), 'v': jnp.asarray(v[:, :n])})
       if p in partner:
-        out = _set(out, partner[p], {'v': jnp.asarray(v[:, n:])})
+        out = core.set_path(out, partner[p], {'v': jnp.asarray(v[:, n:])})
     return out, ()
 
   def apply(params, state):
@@ -271,31 +262,23 @@ def lowrank(cfg: Any) -> core.Compressor:
     out = params
     for path, leaf in _factored_leaves(params):
       if 'u' not in leaf:
-        out = _set(out, path, {'u': _get(params, _shared_source(path))['u'],
+        out = core.set_path(out, path, {'u': core.get_path(params, _shared_source(path))['u'],
                                'v': leaf['v']})
     return out
 
-  def update(params, state, grads, step):
-    del grads, step
-    return params, state
-
-  def penalty(params, state):
-    del params, state
-    return jnp.zeros((), jnp.float32)
-
   def export(params, state):
     del state
-    entries = {}
+    out = {}
     for path, leaf in _factored_leaves(params):
-      entry = {'v': np.asarray(leaf['v'], np.float32)}
-      if 'u' in leaf:
-        entry['u'] = np.asarray(leaf['u'], np.float32)
-      else:
-        entry['u_of'] = _shared_source(path)
-      entries[path] = entry
-    return entries
+      # The factors are dense leaves of their own (`<path>/u`, `<path>/v`),
+      # stored as they are unless a later method codes them; a shared U is
+      # stored once, with the layer above.
+      out[f'{path}/v'] = records.Record()
+      out[f'{path}/u'] = (records.Record() if 'u' in leaf else
+                          records.Record(ref=f'{_shared_source(path)}/u'))
+    return out
 
-  return core.Compressor(init, apply, update, penalty, export)
+  return core.Compressor(init=init, apply=apply, export=export)
 
 
 def _factored_leaves(params: Params, prefix: str = '') -> list[tuple[str, Any]]:
@@ -310,45 +293,4 @@ def _factored_leaves(params: Params, prefix: str = '') -> list[tuple[str, Any]]:
   return found
 
 
-def decode(entry: Mapping[str, Any],
-           entries: Mapping[str, Mapping[str, Any]] | None = None
-           ) -> np.ndarray:
-  """The dense kernel `u @ v` (float32) of one exported entry.
-
-  Args:
-    entry: one value of `export(...)`.
-    entries: the whole export dict; needed only for a shared input kernel,
-      whose `u` lives in the entry named by its `u_of` field.
-
-  Returns:
-    The (m, n) float32 kernel.
-  """
-  if 'u' in entry:
-    u = entry['u']
-  else:
-    if entries is None:
-      raise ValueError(f"entry shares u with {entry['u_of']}; pass entries")
-    u = entries[entry['u_of']]['u']
-  return (np.asarray(u, np.float64) @ np.asarray(entry['v'], np.float64)
-          ).astype(np.float32)
-
-
-def kernel_params(params: Params) -> int:
-  """Number of kernel parameters (factors counted as stored, U once).
-
-  Args:
-    params: a tree as `init` returns it.
-
-  Returns:
-    The total size of every leaf whose path ends in 'kernel' (dense) or sits
-    inside a factor dict.
-  """
-  total = 0
-  for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    path = core.path_str(p)
-    if re.search(r'kernel(/[uv])?$', path):
-      total += int(np.size(leaf))
-  return total
-
-
-METHODS = {'lowrank': lowrank}
+METHODS = {'lowrank': make}

@@ -81,6 +81,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from compression import core
+from compression import records
 from compression.core import Compressor, path_str, select
 from compression.errors import InputError
 
@@ -130,8 +132,7 @@ def config(**overrides: Any) -> ml_collections.ConfigDict:
   # weight feeds a logit directly, and its column count (classes) rarely
   # divides a tile shape.
   c.regex = r'rnn/.*_kernel'
-  c.update(overrides)
-  return c
+  return core.section(_FIELD, c, overrides)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -563,7 +564,7 @@ def group_lasso_value(plan: Plan, params: Params) -> jax.Array:
 # The Compressor
 
 
-def prune(cfg: Any) -> Compressor:
+def make(cfg: Any) -> Compressor:
   """The 'prune' method from its config section.
 
   Args:
@@ -647,86 +648,15 @@ def prune(cfg: Any) -> Compressor:
     plan = make_plan(params, st)
     flat = _flatten(params)[0]
     masks = _flatten(state['masks'])[0]
-    return {p: encode(np.asarray(flat[p]), np.asarray(masks[p]))
+    del flat
+    return {p: records.Record(
+        positions=records.positions_of_mask(np.asarray(masks[p])))
             for p in plan.targets}
 
   return Compressor(init, apply, update, penalty, export)
 
 
-METHODS = {'prune': prune}
-
-
-# ----------------------------------------------------------------------------
-# Export encoding (host-side numpy)
-
-
-def _gaps(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Deep Compression relative indices: (uint8 gaps, index of each value)."""
-  gaps, where = [], []
-  prev = -1
-  for pos in positions.tolist():
-    d = pos - prev
-    while d > 255:
-      gaps.append(255)
-      where.append(-1)  # A filler: value 0.0.
-      d -= 255
-    gaps.append(d)
-    where.append(pos)
-    prev = pos
-  return np.asarray(gaps, np.uint8), np.asarray(where, np.int64)
-
-
-def encode(w: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
-  """The export entry of one masked parameter (see the module docstring).
-
-  Args:
-    w: the parameter (any shape).
-    mask: bool, same shape; True where kept.
-
-  Returns:
-    {'shape', 'format', 'bitmap' or 'gaps', 'values'}.
-  """
-  flat_w = np.asarray(w, np.float32).reshape(-1)
-  flat_m = np.asarray(mask, bool).reshape(-1)
-  positions = np.flatnonzero(flat_m)
-  gaps, where = _gaps(positions)
-  gap_bytes = gaps.size + 4 * where.size
-  bitmap_bytes = -(-flat_m.size // 8) + 4 * positions.size
-  entry: dict[str, Any] = {'shape': np.asarray(np.shape(w), np.int32)}
-  if gap_bytes < bitmap_bytes:
-    entry['format'] = 'gaps'
-    entry['gaps'] = gaps
-    entry['values'] = np.where(where >= 0, flat_w[np.maximum(where, 0)],
-                               np.float32(0)).astype(np.float32)
-  else:
-    entry['format'] = 'bitmap'
-    entry['bitmap'] = np.packbits(flat_m)
-    entry['values'] = flat_w[positions].astype(np.float32)
-  return entry
-
-
-def decode(entry: dict[str, Any]) -> np.ndarray:
-  """The masked dense float32 parameter of an export entry.
-
-  Args:
-    entry: one value of `export(...)`.
-
-  Returns:
-    float32 array of `entry['shape']`, zero where pruned.
-  """
-  shape = tuple(int(d) for d in entry['shape'])
-  n = int(np.prod(shape, dtype=np.int64))
-  out = np.zeros(n, np.float32)
-  if entry['format'] == 'bitmap':
-    keep = np.unpackbits(entry['bitmap'], count=n).astype(bool)
-    out[keep] = entry['values']
-  elif entry['format'] == 'gaps':
-    positions = np.cumsum(entry['gaps'].astype(np.int64)) - 1
-    out[positions] = entry['values']  # Fillers write 0.0 on pruned slots.
-  else:
-    raise InputError(f"prune export: unknown format {entry['format']!r}; "
-                     'valid: bitmap, gaps')
-  return out.reshape(shape)
+METHODS = {'prune': make}
 
 
 # ----------------------------------------------------------------------------

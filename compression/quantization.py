@@ -104,6 +104,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from compression import core
+from compression import records
 from compression.core import Compressor, path_str, select
 from compression.errors import InputError
 
@@ -144,12 +146,7 @@ def config(**overrides: Any) -> ml_collections.ConfigDict:
   c.granularity = 'per_channel'  # per_channel (per output unit) | per_tensor.
   c.scale = 'absmax'  # absmax | minmax | percentile | learned (LSQ).
   c.percentile = 99.9  # scale='percentile': clip at this percentile, (50, 100].
-  for k, v in overrides.items():
-    if k not in c:
-      raise InputError(f'compression.quantize.{k}: unknown field; valid: '
-                       + ', '.join(sorted(c.keys())))
-    c[k] = v
-  return c
+  return core.section('compression.quantize', c, overrides)
 
 
 class Spec(NamedTuple):
@@ -379,62 +376,6 @@ fake_quant.defvjp(_fake_quant_fwd, _fake_quant_bwd)
 
 
 # ----------------------------------------------------------------------------
-# Nested-dict helpers (parameter trees are dicts of dicts)
-
-
-def _get(tree: Any, keys: Keys) -> Any:
-  for k in keys:
-    tree = tree[k]
-  return tree
-
-
-def _set(tree: Any, keys: Keys, value: Any) -> Any:
-  """A copy of `tree` with the leaf at `keys` replaced (copies the path only)."""
-  if not keys:
-    return value
-  new = dict(tree)
-  new[keys[0]] = _set(tree[keys[0]], keys[1:], value)
-  return new
-
-
-def _nest(items: list[tuple[Keys, Any]]) -> dict:
-  out: dict = {}
-  for keys, value in items:
-    node = out
-    for k in keys[:-1]:
-      node = node.setdefault(k, {})
-    node[keys[-1]] = value
-  return out
-
-
-def records(tree: Any, marker: str, prefix: Keys = ()) -> Iterator[
-    tuple[Keys, dict]]:
-  """The per-parameter records of a state tree: dicts holding `marker`.
-
-  Args:
-    tree: a nested dict whose innermost per-parameter dicts contain `marker`.
-    marker: the key that identifies a record.
-    prefix: keys above `tree`.
-
-  Yields:
-    (parameter path keys, record), in sorted key order.
-  """
-  if isinstance(tree, dict) and marker in tree:
-    yield prefix, tree
-    return
-  if isinstance(tree, dict):
-    for k in sorted(tree):
-      yield from records(tree[k], marker, prefix + (k,))
-
-
-def selected_paths(params: Params, pattern: str, field: str) -> list[Keys]:
-  """The key paths of the leaves `pattern` selects (error if none)."""
-  chosen = select(params, pattern, field=field)
-  return [tuple(path_str(p).split('/'))
-          for p, hit in jax.tree_util.tree_flatten_with_path(chosen)[0] if hit]
-
-
-# ----------------------------------------------------------------------------
 # The Compressor
 
 
@@ -457,9 +398,9 @@ def _quantize_tree(spec: Spec, params: Params, state: State,
   """Runs `fn(w, scale, zero, n_per_scale)` on every quantized tensor."""
   learned = params.get(LEARNED_KEY, {}) if isinstance(params, dict) else {}
   out = []
-  for keys, record in records(state, 'clip'):
-    w = _get(params, keys)
-    log_step = (_get(learned, keys)['log_step']
+  for keys, record in core.tagged(state, 'clip'):
+    w = core.get_path(params, keys)
+    log_step = (core.get_path(learned, keys)['log_step']
                 if spec.scale == 'learned' else None)
     scale, zero = _grid_params(spec, w, record, log_step)
     n = w.size // max(1, int(np.prod(jnp.shape(scale))))
@@ -491,10 +432,10 @@ def make(section: Any) -> Compressor:
   qmin, qmax = int_range(spec.bits, spec.symmetric)
 
   def init(params):
-    paths = selected_paths(params, spec.regex, 'compression.quantize.regex')
+    paths = core.selected_keys(params, spec.regex, 'compression.quantize.regex')
     state_items, learned_items = [], []
     for keys in paths:
-      w = jnp.asarray(_get(params, keys))
+      w = jnp.asarray(core.get_path(params, keys))
       if not jnp.issubdtype(w.dtype, jnp.floating):
         raise InputError(f'compression.quantize.regex: {"/".join(keys)} is '
                          f'not a float parameter ({w.dtype})')
@@ -512,8 +453,8 @@ def make(section: Any) -> Compressor:
       state_items.append((keys, record))
     if learned_items:
       params = dict(params)
-      params[LEARNED_KEY] = _nest(learned_items)
-    return params, _nest(state_items)
+      params[LEARNED_KEY] = core.nest(learned_items)
+    return params, core.nest(state_items)
 
   def apply(params, state):
     def quant(w, scale, zero, n):
@@ -524,24 +465,18 @@ def make(section: Any) -> Compressor:
 
     out = _strip(params)
     for keys, w in _quantize_tree(spec, params, state, quant):
-      out = _set(out, keys, w)
+      out = core.set_path(out, keys, w)
     return out
 
   def export(params, state):
     def encode(w, scale, zero, n):
       del n
       q = np.asarray(quantize_codes(w, scale, zero, qmin, qmax))
-      codes = (q - qmin).astype(np.uint8)  # Unsigned: u = q - qmin.
-      entry = {
-          'codes': pack_bits(codes, spec.bits),
-          'bits': spec.bits,
-          'shape': np.asarray(np.shape(w), np.int32),
-          'scheme': 'symmetric' if spec.symmetric else 'asymmetric',
-          'scale': np.asarray(scale, np.float32),
-      }
-      if not spec.symmetric:
-        entry['zero_point'] = np.asarray(zero).astype(np.uint8)
-      return entry
+      return records.Record(codes=records.Codes(
+          u=(q - qmin).astype(np.uint8),  # Unsigned: u = q - qmin.
+          bits=spec.bits, scale=np.asarray(scale, np.float32),
+          zero_point=(None if spec.symmetric
+                      else np.asarray(zero).astype(np.uint8))))
 
     return {'/'.join(keys): e
             for keys, e in _quantize_tree(spec, params, state, encode)}
@@ -549,22 +484,20 @@ def make(section: Any) -> Compressor:
   def calibrate(params, state, loss_fn):
     if spec.scale == 'learned':
       return state  # Learned steps train; nothing to choose here.
-    for keys, _ in list(records(state, 'clip')):
-      w = jnp.asarray(_get(params, keys))
+    for keys, _ in list(core.tagged(state, 'clip')):
+      w = jnp.asarray(core.get_path(params, keys))
       best = None
       for factor in candidate_clips(w, spec):
-        trial = _set(state, keys + ('clip',), factor)
+        trial = core.set_path(state, keys + ('clip',), factor)
         loss = float(loss_fn(apply(params, trial)))
         if best is None or loss < best[0]:
           best = (loss, factor)
-      state = _set(state, keys + ('clip',), best[1])
+      state = core.set_path(state, keys + ('clip',), best[1])
     return state
 
   return Compressor(
       init=init,
       apply=apply,
-      update=lambda params, state, grads, step: (params, state),
-      penalty=lambda params, state: jnp.zeros((), jnp.float32),
       export=export,
       calibrate=calibrate)
 
@@ -598,93 +531,6 @@ def candidate_clips(w: jax.Array, spec: Spec) -> list[jax.Array]:
   best = jnp.argmin(jnp.stack(errors), axis=0)
   out.append(jnp.asarray(MSE_FACTORS, jnp.float32)[best])
   return out
-
-
-# ----------------------------------------------------------------------------
-# Export encoding
-
-
-def pack_bits(codes: Any, bits: int) -> np.ndarray:
-  """Packs unsigned codes of `bits` bits each into a little-endian bitstream.
-
-  Code i occupies stream bits [i*bits, (i+1)*bits), least significant bit
-  first; stream bit j is bit (j mod 8) of byte j // 8. So 4-bit codes
-  [a, b] become the byte `a | b << 4`, and 8-bit codes are the bytes
-  themselves. The last byte is zero-padded.
-
-  Args:
-    codes: integers in [0, 2^bits), any shape (flattened row-major).
-    bits: 1..8.
-
-  Returns:
-    uint8 array of ceil(n * bits / 8) bytes.
-
-  Raises:
-    InputError: bits outside 1..8 or a code that does not fit.
-  """
-  if not 1 <= int(bits) <= 8:
-    raise InputError(f'pack_bits: bits {bits} outside 1..8')
-  codes = np.asarray(codes).reshape(-1)
-  if codes.size and (codes.min() < 0 or codes.max() >= 2 ** bits):
-    raise InputError(f'pack_bits: codes outside [0, {2 ** bits - 1}]')
-  codes = codes.astype(np.uint8)
-  if bits == 8:
-    return codes.copy()
-  stream = (codes[:, None] >> np.arange(bits, dtype=np.uint8)) & 1
-  return np.packbits(stream.reshape(-1), bitorder='little')
-
-
-def unpack_bits(packed: Any, bits: int, count: int) -> np.ndarray:
-  """Inverse of `pack_bits`: the first `count` codes, as uint8.
-
-  Args:
-    packed: the uint8 bytes.
-    bits: 1..8, as packed.
-    count: number of codes.
-
-  Returns:
-    uint8 array of shape (count,).
-
-  Raises:
-    InputError: too few bytes for `count` codes, or bits outside 1..8.
-  """
-  if not 1 <= int(bits) <= 8:
-    raise InputError(f'unpack_bits: bits {bits} outside 1..8')
-  packed = np.asarray(packed, np.uint8).reshape(-1)
-  if packed.size * 8 < count * bits:
-    raise InputError(f'unpack_bits: {packed.size} bytes hold fewer than '
-                     f'{count} codes of {bits} bits')
-  if bits == 8:
-    return packed[:count].copy()
-  stream = np.unpackbits(packed, bitorder='little', count=count * bits)
-  weights = (1 << np.arange(bits)).astype(np.uint16)
-  return (stream.reshape(count, bits).astype(np.uint16) @ weights).astype(
-      np.uint8)
-
-
-def decode(entry: dict) -> np.ndarray:
-  """The dense float32 tensor of one `export` entry (pure numpy).
-
-  Args:
-    entry: the dict `export` gives for one parameter.
-
-  Returns:
-    `(u - zero_point) * scale`, bit-identical to `apply`'s tensor.
-  """
-  bits = int(entry['bits'])
-  shape = tuple(int(d) for d in np.asarray(entry['shape']))
-  count = int(np.prod(shape, dtype=np.int64))
-  u = unpack_bits(entry['codes'], bits, count).reshape(shape)
-  if entry['scheme'] == 'symmetric':
-    zero = np.float32(2 ** (bits - 1) - 1)
-  else:
-    zero = np.asarray(entry['zero_point']).astype(np.float32)
-  scale = np.asarray(entry['scale'], np.float32)
-  return ((u.astype(np.float32) - zero) * scale).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------
-# The recurrent state
 
 
 def state_quantizers(section: Any) -> tuple[

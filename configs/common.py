@@ -12,9 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 import ml_collections
+from ml_collections import config_dict
 
+import compression
 from compression import distillation
 from compression.errors import InputError
+import data
 
 
 def _convert(key: str, text: str, default: Any) -> Any:
@@ -40,11 +43,15 @@ def _convert(key: str, text: str, default: Any) -> Any:
   return text
 
 
-def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+def parse_arg(arg: str | None, lists: tuple[str, ...] = (),
+              **defaults: Any) -> ml_collections.ConfigDict:
   """Parses a `key=value,flag,...` string against typed defaults.
 
   Args:
     arg: the text after the colon of `--config=file.py:arg`, or None.
+    lists: string keys whose value is a comma-separated list: bare items
+      after `key=first` that are not keys themselves continue it
+      (`methods=prune,quantize,smoke` gives methods 'prune,quantize').
     **defaults: every accepted key with its default value; the default's type
       (bool, int, float, str) is the key's type.
 
@@ -59,12 +66,17 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
     4
   """
   values = dict(defaults)
+  current_list = None
   for item in (arg or '').split(','):
     item = item.strip()
     if not item:
       continue
     key, _, text = item.partition('=')
     key = key.strip()
+    if current_list and '=' not in item and key not in defaults:
+      values[current_list] += ',' + key
+      continue
+    current_list = key if key in lists and '=' in item else None
     if key not in defaults:
       valid = ', '.join(sorted(defaults)) or '(none)'
       raise InputError(f'config arg {key!r}: unknown; valid keys: {valid}')
@@ -92,10 +104,18 @@ def base_config() -> ml_collections.ConfigDict:
   # first when the init_from workdir holds no checkpoint yet; with init_from
   # empty it trains into <workdir>/init.
   c.init_config = ''
+  # True for recipes that compress a trained run (compress.py): init_from (or
+  # init_config) must then name it.
+  c.needs_source = False
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'japanese_vowels'  # A name in data.DATASETS.
-  c.data.kwargs = ml_collections.ConfigDict()  # That dataset's keyword args.
+  # That dataset's keyword arguments: every keyword of every dataset is
+  # declared (None = the dataset's own default), so any dataset can be chosen
+  # and configured from the command line (`--config.data.name=file
+  # --config.data.kwargs.path=X.ts`); `data.load` refuses a set keyword that
+  # the named dataset does not take.
+  c.data.kwargs = data_kwargs()
   c.data.batch_size = 32  # Global batch, split over all devices.
   c.data.eval_batch_size = 512  # Evaluation batch (padded, weighted).
 
@@ -141,7 +161,47 @@ def base_config() -> ml_collections.ConfigDict:
   c.compression.hidden_state.bits = 0  # Quantize h_t inside the scan; 0 = off.
   c.compression.hidden_state.cell_bits = 0  # LSTM cell state c_t; 0 = off.
   c.compression.hidden_state.cell_clip = 4.0  # c_t grid covers [-clip, clip].
+  # One section per registered method with its documented defaults, so
+  # `--config.compression.methods=prune,quantize` works on every recipe and
+  # each option is a flag (`--config.compression.prune.sparsity=0.9`).
+  for name in sorted(compression.METHODS):
+    c.compression[name] = compression.default_section(name)
   return c
+
+
+def data_kwargs() -> ml_collections.ConfigDict:
+  """Every keyword of every dataset in `data.DATASETS`, each set to None.
+
+  Each is a typed placeholder (the type of the dataset's default; str where
+  that is None), so `--config.data.kwargs.window=24` parses as an int.
+  """
+  kinds: dict[str, type] = {}
+  for name in sorted(data.DATASETS):
+    for key, default in data.default_kwargs(name).items():
+      kinds.setdefault(key, str if default is None else type(default))
+  kw = ml_collections.ConfigDict()
+  for key in sorted(kinds):
+    kw[key] = config_dict.placeholder(kinds[key])
+  return kw
+
+
+def use_cell(c: ml_collections.ConfigDict, cell: str) -> None:
+  """Sets `model.cell` and names the recipe after it (gru_qat -> lstm_qat).
+
+  Args:
+    c: the recipe's config (its `name` starting with 'gru').
+    cell: 'rnn' | 'lstm' | 'gru'.
+
+  Raises:
+    InputError: an unknown cell.
+  """
+  cells = ('gru', 'lstm', 'rnn')
+  if cell not in cells:
+    raise InputError(f'config arg cell: unknown {cell!r}; valid: '
+                     + ', '.join(cells))
+  c.model.cell = cell
+  if cell != 'gru' and c.name.startswith('gru'):
+    c.name = cell + c.name[3:]
 
 
 def make_smoke(c: ml_collections.ConfigDict) -> None:

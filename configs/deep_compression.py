@@ -22,8 +22,9 @@ The paper's three stages, each a run that starts from the previous one:
    (`compression.accounting`); `results.json` has `compressed_bytes` (the
    file), `fixed_width_bytes` and `entropy_coded_bytes`.
 
-Args (`:key=value,...`): smoke; stage ('share' | 'prune'); sparsity (default
-0.95); clusters (default 16, i.e. 4-bit indices).
+Args (`:key=value,...`): smoke; cell (rnn | lstm | gru, default gru); stage
+('share' | 'prune'); sparsity (default 0.95); clusters (default 16, i.e. 4-bit
+indices).
 """
 
 from compression import clustering
@@ -35,10 +36,11 @@ from configs import gru_baseline
 
 def get_config(arg=None):
   """The weight-sharing stage, or with `:stage=prune` the pruning stage."""
-  a = common.parse_arg(arg, smoke=False, stage='share', sparsity=0.95,
-                       clusters=16)
+  a = common.parse_arg(arg, cell='gru', smoke=False, stage='share',
+                       sparsity=0.95, clusters=16)
   c = gru_baseline.get_config('smoke' if a.smoke else None)
   c.arg = arg or ''
+  common.use_cell(c, a.cell)
   if a.stage == 'prune':
     c.name = 'deep_compression_prune'
     c.init_config = 'gru_baseline.py:smoke' if a.smoke else 'gru_baseline'

@@ -9,9 +9,10 @@ and attention-map (weight 1) losses, then the same student from scratch (into <w
 comparison. results.json holds `teacher_test_accuracy`,
 `scratch_test_accuracy` and the distilled `test_accuracy`.
 
-Args (`:key=value,...`): smoke; teacher (build the teacher's recipe instead);
-student_hidden (default 16); seed; quant=B (the student is fake-quantized to
-B bits while it distils); sparsity=S (the student is pruned gradually to S).
+Args (`:key=value,...`): smoke; cell (rnn | lstm | gru, default gru); teacher
+(build the teacher's recipe instead); student_hidden (default 16); seed;
+quant=B (the student is fake-quantized to B bits while it distils); sparsity=S
+(the student is pruned gradually to S).
 """
 
 from compression import pruning
@@ -21,8 +22,8 @@ from configs import common
 
 def get_config(arg=None):
   """The student recipe (or the teacher's, with `:teacher`)."""
-  a = common.parse_arg(arg, smoke=False, teacher=False, student_hidden=16,
-                       seed=0, quant=0, sparsity=0.0)
+  a = common.parse_arg(arg, cell='gru', smoke=False, teacher=False,
+                       student_hidden=16, seed=0, quant=0, sparsity=0.0)
   c = common.base_config()
   c.name = 'gru_kd_teacher' if a.teacher else 'gru_kd'
   c.arg = arg or ''
@@ -30,7 +31,7 @@ def get_config(arg=None):
   c.data.name = 'japanese_vowels'
   c.data.kwargs.normalize = True
   c.data.batch_size = 32
-  c.model.cell = 'gru'
+  common.use_cell(c, a.cell)
   c.model.pooling = 'attention'  # Both pool by attention: its maps distil.
   c.optimizer.learning_rate = 1e-2
   c.train.log_every = 100
@@ -42,7 +43,8 @@ def get_config(arg=None):
   else:
     c.model.hidden = a.student_hidden
     c.train.steps = 800  # Soft targets keep teaching after the labels fit.
-    c.teacher.config = 'gru_kd.py:teacher' + (',smoke' if a.smoke else '')
+    c.teacher.config = (f'gru_kd.py:teacher,cell={a.cell}'
+                        + (',smoke' if a.smoke else ''))
     c.distill.alpha = 0.3  # 70% of the label loss comes from soft labels.
     c.distill.temperature = 4.0
     c.distill.feature_weight = 3.0  # Projected top-layer states vs teacher's.

@@ -8,7 +8,8 @@ Trains `gru_baseline` into <workdir>/init first when missing, clusters every
 kernel (`.*kernel`) into `clusters` shared values (linear init, Lloyd), then
 fine-tunes the centroids with the cluster indices fixed.
 
-Args (`:key=value,...`): smoke; clusters (2..256, default 16).
+Args (`:key=value,...`): smoke; cell (rnn | lstm | gru, default gru); clusters
+(2..256, default 16).
 """
 
 from compression import clustering
@@ -18,10 +19,11 @@ from configs import gru_baseline
 
 def get_config(arg=None):
   """Cluster the float baseline, then fine-tune the codebooks."""
-  a = common.parse_arg(arg, smoke=False, clusters=16)
+  a = common.parse_arg(arg, cell='gru', smoke=False, clusters=16)
   c = gru_baseline.get_config()
   c.name = 'gru_kmeans'
   c.arg = arg or ''
+  common.use_cell(c, a.cell)
   c.init_config = 'gru_baseline.py:smoke' if a.smoke else 'gru_baseline'
   c.compression.methods = 'kmeans'
   c.compression.kmeans = clustering.config(clusters=a.clusters)

@@ -11,9 +11,9 @@ to the target over steps 0..250, masks updated every 10 steps; the last 150
 steps recover at the final sparsity. The head is kept dense (see
 `compression.pruning.config`).
 
-Args (`:key=value,...`): smoke; sparsity (default 0.8); scratch (prune while
-training from a random init instead of fine-tuning the baseline); hidden
-(default 64).
+Args (`:key=value,...`): smoke; cell (rnn | lstm | gru, default gru); sparsity
+(default 0.8); scratch (prune while training from a random init instead of
+fine-tuning the baseline); hidden (default 64).
 """
 
 from compression import pruning
@@ -23,11 +23,12 @@ from configs import gru_baseline
 
 def get_config(arg=None):
   """Baseline recipe plus a gradual magnitude-pruning section."""
-  a = common.parse_arg(arg, smoke=False, sparsity=0.8, scratch=False,
-                       hidden=64)
+  a = common.parse_arg(arg, cell='gru', smoke=False, sparsity=0.8,
+                       scratch=False, hidden=64)
   c = gru_baseline.get_config('smoke' if a.smoke else None)
   c.name = 'gru_prune'
   c.arg = arg or ''
+  common.use_cell(c, a.cell)
   c.compression.methods = 'prune'
   c.compression.prune = pruning.config(
       score='magnitude', granularity='unstructured', allocation='uniform',

@@ -10,8 +10,9 @@ whose loss on `calibration_batches` training batches is lowest, quantizes and
 evaluates; `train.steps = 0`. The float model's own numbers are in
 <workdir>/init/results.json.
 
-Args (`:key=value,...`): smoke; bits (2..8, default 8); batches (calibration
-batches, default 4); granularity (per_channel | per_tensor).
+Args (`:key=value,...`): smoke; cell (rnn | lstm | gru, default gru); bits
+(2..8, default 8); batches (calibration batches, default 4); granularity
+(per_channel | per_tensor).
 """
 
 from compression import quantization
@@ -21,11 +22,12 @@ from configs import gru_baseline
 
 def get_config(arg=None):
   """Calibrated 8-bit PTQ of the baseline's kernels."""
-  a = common.parse_arg(arg, smoke=False, bits=8, batches=4,
+  a = common.parse_arg(arg, cell='gru', smoke=False, bits=8, batches=4,
                        granularity='per_channel')
   c = gru_baseline.get_config()
   c.name = 'gru_ptq'
   c.arg = arg or ''
+  common.use_cell(c, a.cell)
   c.init_config = 'gru_baseline.py:smoke' if a.smoke else 'gru_baseline'
   c.compression.methods = 'quantize'
   c.compression.quantize = quantization.config(bits=a.bits,

@@ -11,9 +11,9 @@ default the run fine-tunes the float `gru_baseline` model (trained first into
 scratch instead (see `get_config` for which was better). Give each variant its
 own --workdir: a rerun in the same workdir resumes its checkpoint.
 
-Args (`:key=value,...`): smoke; bits (2..8, default 8); hidden_bits (also
-quantize h_t, 0 = off); finetune (default true); scale (absmax | minmax |
-percentile | learned).
+Args (`:key=value,...`): smoke; cell (rnn | lstm | gru, default gru); bits
+(2..8, default 8); hidden_bits (also quantize h_t, 0 = off); finetune (default
+true); scale (absmax | minmax | percentile | learned).
 """
 
 from compression import quantization
@@ -23,11 +23,12 @@ from configs import gru_baseline
 
 def get_config(arg=None):
   """QAT from the float baseline (or from scratch)."""
-  a = common.parse_arg(arg, smoke=False, bits=8, hidden_bits=0, finetune=True,
-                       scale='absmax')
+  a = common.parse_arg(arg, cell='gru', smoke=False, bits=8, hidden_bits=0,
+                       finetune=True, scale='absmax')
   c = gru_baseline.get_config()
   c.name = 'gru_qat'
   c.arg = arg or ''
+  common.use_cell(c, a.cell)
   c.compression.methods = 'quantize'
   c.compression.quantize = quantization.config(bits=a.bits, scale=a.scale)
   c.compression.hidden_state.bits = a.hidden_bits

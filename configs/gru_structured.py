@@ -12,8 +12,9 @@ smallest group L2 norm, reaching `units` of them at step 250.
 `compression.pruning.shrink` then builds a GRU with `hidden` = the kept units
 and the same outputs (`benchmarks/structured_speed.py` times both).
 
-Args (`:key=value,...`): smoke; units (fraction of hidden units removed,
-default 0.5); group_lasso (coefficient, default 1e-3).
+Args (`:key=value,...`): smoke; cell (rnn | lstm | gru, default gru); units
+(fraction of hidden units removed, default 0.5); group_lasso (coefficient,
+default 1e-3).
 """
 
 from compression import pruning
@@ -23,10 +24,12 @@ from configs import gru_baseline
 
 def get_config(arg=None):
   """Baseline recipe plus unit pruning with a group-lasso penalty."""
-  a = common.parse_arg(arg, smoke=False, units=0.5, group_lasso=1e-3)
+  a = common.parse_arg(arg, cell='gru', smoke=False, units=0.5,
+                       group_lasso=1e-3)
   c = gru_baseline.get_config('smoke' if a.smoke else None)
   c.name = 'gru_structured'
   c.arg = arg or ''
+  common.use_cell(c, a.cell)
   c.init_config = 'gru_baseline.py:smoke' if a.smoke else 'gru_baseline'
   c.optimizer.learning_rate = 3e-3
   c.compression.methods = 'prune'

@@ -13,13 +13,13 @@ of layers >= 1) by SVD factors U V, and fine-tunes the factors for 200 steps
 (the usual recipe for SVD compression: a short fine-tune recovers what the
 truncation lost). The model multiplies through the factors, (h U) V.
 
-Args (`:key=value,...`): smoke; rank (fixed rank, 0 = unused); energy
-(smallest rank keeping this share of sum s^2, 0 = unused); fraction (share of
-full rank, used when rank and energy are 0; default 0.25); shared (one U for
-layer l's recurrent and layer l+1's input kernel, Prabhavalkar et al. 2016);
-layers (default 1; more needs scratch, the baseline has one layer); scratch
-(factor a random init and train 400 steps instead of fine-tuning). Under
-smoke (hidden 8) a fixed rank is capped at 2.
+Args (`:key=value,...`): smoke; cell (rnn | lstm | gru, default gru); rank
+(fixed rank, 0 = unused); energy (smallest rank keeping this share of sum s^2,
+0 = unused); fraction (share of full rank, used when rank and energy are 0;
+default 0.25); shared (one U for layer l's recurrent and layer l+1's input
+kernel, Prabhavalkar et al. 2016); layers (default 1; more needs scratch, the
+baseline has one layer); scratch (factor a random init and train 400 steps
+instead of fine-tuning). Under smoke (hidden 8) a fixed rank is capped at 2.
 """
 
 from compression import lowrank
@@ -30,14 +30,15 @@ from configs import gru_baseline
 
 def get_config(arg=None):
   """Baseline recipe plus a low-rank section, fine-tuning the baseline."""
-  a = common.parse_arg(arg, smoke=False, rank=0, energy=0.0, fraction=0.25,
-                       shared=False, layers=1, scratch=False)
+  a = common.parse_arg(arg, cell='gru', smoke=False, rank=0, energy=0.0,
+                       fraction=0.25, shared=False, layers=1, scratch=False)
   if a.layers != 1 and not a.scratch:
     raise InputError(f'config arg layers: {a.layers} needs scratch (the '
                      'gru_baseline model it fine-tunes has 1 layer)')
   c = gru_baseline.get_config('smoke' if a.smoke else None)
   c.name = 'gru_svd'
   c.arg = arg or ''
+  common.use_cell(c, a.cell)
   c.model.layers = a.layers
   c.compression.methods = 'lowrank'
   c.compression.lowrank = lowrank.config(

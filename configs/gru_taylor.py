@@ -7,7 +7,8 @@ Like `gru_prune.py`, but a weight's score is |w * dL/dw| (Molchanov et al.
 2017), an exponential moving average over the training batches (decay 0.99),
 instead of |w|.
 
-Args (`:key=value,...`): smoke; sparsity (default 0.8).
+Args (`:key=value,...`): smoke; cell (rnn | lstm | gru, default gru); sparsity
+(default 0.8).
 """
 
 from configs import common
@@ -16,11 +17,12 @@ from configs import gru_prune
 
 def get_config(arg=None):
   """`gru_prune` with score 'taylor'."""
-  a = common.parse_arg(arg, smoke=False, sparsity=0.8)
+  a = common.parse_arg(arg, cell='gru', smoke=False, sparsity=0.8)
   c = gru_prune.get_config(f'sparsity={a.sparsity}'
                            + (',smoke' if a.smoke else ''))
   c.name = 'gru_taylor'
   c.arg = arg or ''
+  common.use_cell(c, a.cell)
   c.compression.prune.score = 'taylor'
   c.compression.prune.taylor_decay = 0.99  # 0.9 gave 0.970 at 80%, 0.99 0.981.
   return c

@@ -91,7 +91,7 @@ def load(cfg: Any) -> Dataset:
   Args:
     cfg: an `ml_collections.ConfigDict` (or any object or mapping) with
       `name`, a key of `DATASETS`, and `kwargs`, that loader's keyword
-      arguments (missing ones take their defaults).
+      arguments (missing ones, and ones set to None, take their defaults).
 
   Returns:
     The Dataset, following the conventions in this module's docstring.
@@ -105,7 +105,9 @@ def load(cfg: Any) -> Dataset:
   else:
     name, kwargs = getattr(cfg, 'name', None), getattr(cfg, 'kwargs', None)
   loader = _loader(name)
-  kwargs = _kwargs_dict(kwargs)
+  # None stands for the dataset's own default (configs declare every
+  # dataset's keywords, unset ones as None).
+  kwargs = {k: v for k, v in _kwargs_dict(kwargs).items() if v is not None}
   valid = default_kwargs(name)
   for key in kwargs:
     if key not in valid:

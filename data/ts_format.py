@@ -141,6 +141,9 @@ def read_ts(path: str) -> TsData:
         class_labels = tuple(words[1:]) if has_label else ()
         if has_label and not class_labels:
           raise InputError(f'{where}: @classLabel true lists no labels')
+        if len(set(class_labels)) != len(class_labels):
+          twice = next(c for c in class_labels if class_labels.count(c) > 1)
+          raise InputError(f'{where}: @classLabel lists {twice!r} twice')
       elif key == 'timestamps':
         if _true_false(value, where, 'timeStamps'):
           raise InputError(f'{where}: @timeStamps true is not supported')

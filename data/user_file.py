@@ -7,13 +7,22 @@ For classification `y` is (N,) integer labels; for forecasting `y` is
 file is read by `data.ts_format` (classification only).
 
 Every problem with a file is reported as one `InputError` line that names the
-file: missing or empty file, unknown extension, wrong shapes, row counts that
-disagree, lengths outside [1, T], NaN or inf, labels that are not integers or
-lie out of range.
+file: missing or empty file, unknown extension, a file that is not a zip of
+.npy arrays, a member that is not a plain .npy array (a pickle is never
+loaded), an array header declaring more data than its member holds (or more
+than `MAX_ARRAY_BYTES`), wrong shapes, row counts that disagree, lengths
+outside [1, T], NaN or inf, labels that are not integers or lie out of range.
+
+Classes: the count is the file's declaration (a `.ts` `@classLabel` list, an
+`.npz` `num_classes`) and every label must lie below it; without one it is the
+largest label + 1, which may not exceed the number of training rows (a stray
+label of 10^6 would otherwise build a million-class model). A class that
+appears in the test split but never in training is refused, named.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from typing import Any, NamedTuple, Optional
@@ -30,6 +39,11 @@ TASKS = ('classification', 'forecasting')
 EXTENSIONS = ('.npz', '.ts')
 # The fixed seed of the random train/test split when no test file is given.
 SPLIT_SEED = 0
+# The largest array a .npz member may declare (its header is checked before
+# anything is allocated).
+MAX_ARRAY_BYTES = 1 << 34
+_ZIP_MAGIC = b'PK'
+_NPY_MAGIC = b'\x93NUMPY'
 
 
 class _Arrays(NamedTuple):
@@ -40,17 +54,72 @@ class _Arrays(NamedTuple):
   class_labels: tuple[str, ...]  # .ts label names, () for .npz.
 
 
+def _reason(e: BaseException) -> str:
+  """An exception's text for a message, without numpy's pickle advice."""
+  text = ' '.join(str(e).split())[:200]
+  return type(e).__name__ if 'pickle' in text.lower() or not text else text
+
+
+def _check_member(f: Any, key: str, where: str) -> None:
+  """Checks an .npz member's .npy header before numpy allocates the array.
+
+  Raises:
+    InputError: the member is not a .npy array (e.g. a raw pickle), holds
+      objects, or declares more bytes than it holds or `MAX_ARRAY_BYTES`.
+  """
+  member = key + '.npy'
+  try:
+    info = f.zip.getinfo(member)
+    with f.zip.open(member) as m:
+      if m.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+        raise InputError(f'{where}: {key!r} is not a .npy array (a pickle or '
+                         'other data); save plain numeric arrays with '
+                         'np.savez')
+      version = tuple(m.read(2))
+      m.seek(0)
+      np.lib.format.read_magic(m)
+      if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(m)
+      elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(m)
+      else:
+        raise InputError(f'{where}: {key!r} has .npy format version '
+                         f'{version}; re-save it with np.savez')
+      header_bytes = m.tell()
+  except InputError:
+    raise
+  except (KeyError, zipfile.BadZipFile, EOFError, OSError, ValueError,
+          SyntaxError, TypeError) as e:
+    raise InputError(f'{where}: array {key!r} is corrupt ({_reason(e)})'
+                     ) from None
+  if dtype.hasobject:
+    raise InputError(f'{where}: {key!r} is an object array; only plain '
+                     'numeric arrays are read (never pickle)')
+  declared = math.prod(shape) * dtype.itemsize
+  held = info.file_size - header_bytes
+  if declared > held or declared > MAX_ARRAY_BYTES:
+    raise InputError(
+        f'{where}: {key!r} declares shape {tuple(shape)} of {dtype} '
+        f'({declared} bytes) but holds {max(held, 0)} bytes (limit '
+        f'{MAX_ARRAY_BYTES}); the file is damaged')
+
+
 def _npz_array(f: Any, key: str, where: str) -> np.ndarray:
+  _check_member(f, key, where)
   try:
     a = f[key]
-  except (zipfile.BadZipFile, EOFError, OSError) as e:
-    raise InputError(f'{where}: array {key!r} is corrupt ({e})') from None
+  except (zipfile.BadZipFile, EOFError, OSError, MemoryError) as e:
+    raise InputError(f'{where}: array {key!r} is corrupt ({_reason(e)})'
+                     ) from None
   except ValueError as e:
     if 'allow_pickle' in str(e):
       # np.load refuses object arrays when allow_pickle=False.
       raise InputError(f'{where}: {key!r} is an object array; only plain '
                        'numeric arrays are read (never pickle)') from None
-    raise InputError(f'{where}: array {key!r} is corrupt ({e})') from None
+    raise InputError(f'{where}: array {key!r} is corrupt ({_reason(e)})'
+                     ) from None
+  if not isinstance(a, np.ndarray):
+    raise InputError(f'{where}: {key!r} is not a .npy array')
   if a.dtype.kind not in 'biuf':
     raise InputError(f'{where}: {key!r} must be numeric, got dtype {a.dtype}')
   return a
@@ -59,10 +128,21 @@ def _npz_array(f: Any, key: str, where: str) -> np.ndarray:
 def _read_npz(path: str, where: str, task: str) -> _Arrays:
   """Reads and checks one .npz file."""
   try:
+    with open(path, 'rb') as head:
+      magic = head.read(len(_NPY_MAGIC))
+  except OSError as e:
+    raise InputError(f'{where}: cannot be read ({e.strerror})') from None
+  if magic.startswith(_NPY_MAGIC):
+    raise InputError(f'{where}: holds a single .npy array, not an .npz '
+                     "archive with 'x' and 'y'")
+  if not magic.startswith(_ZIP_MAGIC):
+    raise InputError(f'{where}: not a readable .npz archive (not a zip of '
+                     '.npy arrays; write it with np.savez)')
+  try:
     f = np.load(path, allow_pickle=False)
   except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-    # A non-.npz file makes np.load fall back to (refused) unpickling.
-    raise InputError(f'{where}: not a readable .npz archive ({e})') from None
+    raise InputError(f'{where}: not a readable .npz archive ({_reason(e)})'
+                     ) from None
   if not isinstance(f, np.lib.npyio.NpzFile):
     raise InputError(f'{where}: holds a single .npy array, not an .npz '
                      "archive with 'x' and 'y'")
@@ -182,8 +262,8 @@ def _split(a: _Arrays, path: str, task: str,
           _rows(a, np.sort(order[n - n_test:])))
 
 
-def _classification(train: _Arrays, test: _Arrays, test_where: str,
-                    normalize: bool) -> tuple[dict[str, np.ndarray],
+def _classification(train: _Arrays, test: _Arrays, train_where: str,
+                    test_where: str, normalize: bool) -> tuple[dict[str, np.ndarray],
                                               dict[str, np.ndarray],
                                               dict[str, Any]]:
   """Reconciles classes and lengths of the two splits and packs them."""
@@ -199,7 +279,23 @@ def _classification(train: _Arrays, test: _Arrays, test_where: str,
   num_classes = train.num_classes or test.num_classes
   if num_classes is None:
     num_classes = int(max(train.y.max(), test.y.max())) + 1
+    if num_classes > len(train.y):
+      where = train_where if train.y.max() + 1 == num_classes else test_where
+      raise InputError(
+          f'{where}: label {num_classes - 1} implies {num_classes} classes, '
+          f'more than the {len(train.y)} training rows; labels must be '
+          "0..K-1 (or declare 'num_classes' in the .npz)")
   checks.labels_in_range(test.y, num_classes, test_where)
+  unseen = np.setdiff1d(test.y, train.y)
+  if unseen.size:
+    names = train.class_labels or test.class_labels
+    c = int(unseen[0])
+    name = repr(names[c]) if c < len(names) else str(c)
+    raise InputError(
+        f'{test_where}: class {name} is in the test split but never in '
+        'training, so the model cannot learn it; add training examples of it'
+        + ('' if train_where != test_where else
+           ' or change data.kwargs.test_fraction'))
   if num_classes < 2:
     raise InputError(f'{test_where}: classification needs at least 2 '
                      f'classes, found {num_classes}')
@@ -276,8 +372,8 @@ def load(path: str = '', test_path: str = '', test_fraction: float = 0.2,
     train, test = _split(train, path, task, test_fraction)
   test_where = f'data file {test_path or path}'
   if task == 'classification':
-    train_split, test_split, info = _classification(train, test, test_where,
-                                                    normalize)
+    train_split, test_split, info = _classification(
+        train, test, f'data file {path}', test_where, normalize)
   else:
     train_split, test_split, info = _forecasting(train, test, test_where)
   return Dataset(name='file', task=task, train=train_split, test=test_split,

@@ -75,3 +75,39 @@ def test_overrides_from_the_command_line(monkeypatch):
   assert fv.config.model.hidden == 5
   assert fv.config.optimizer.name == 'sgd'
   assert fv.config.train.steps == gru_baseline.get_config('smoke').train.steps
+
+
+@pytest.mark.parametrize('module, section', [
+    ('pruning', 'compression.prune'), ('lowrank', 'compression.lowrank'),
+    ('dct', 'compression.dct'), ('distillation', 'distill'),
+    ('quantization', 'compression.quantize'),
+    ('clustering', 'compression.kmeans'),
+])
+def test_method_config_refuses_unknown_keys(module, section):
+  mod = __import__(f'compression.{module}', fromlist=['config'])
+  with pytest.raises(InputError,
+                     match=rf'^{section}\.sparsty: unknown field; valid: ') as e:
+    mod.config(sparsty=0.9)
+  assert '\n' not in str(e.value)
+
+
+def test_every_recipe_declares_every_method_and_dataset_keyword():
+  import compression
+  import data
+  for name in RECIPES:
+    module = __import__(f'configs.{name}', fromlist=['get_config'])
+    c = module.get_config('smoke')
+    for method in compression.METHODS:
+      assert method in c.compression, (name, method)
+    for dataset in data.DATASETS:
+      for key in data.default_kwargs(dataset):
+        assert key in c.data.kwargs, (name, dataset, key)
+
+
+def test_data_keywords_of_another_dataset_are_refused_by_name():
+  import data
+  c = gru_baseline.get_config('smoke')
+  c.data.kwargs.window = 24  # A sunspots keyword, not JapaneseVowels'.
+  with pytest.raises(InputError, match=r"^data.kwargs.window: unknown keyword "
+                     r"for dataset 'japanese_vowels'; valid: normalize$"):
+    data.load(c.data)

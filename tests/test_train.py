@@ -17,6 +17,8 @@ import time
 import numpy as np
 import pytest
 
+import compression
+from compression import export as export_lib
 from compression.errors import InputError
 import data
 import eval as eval_lib
@@ -58,6 +60,29 @@ def test_smoke_run_of_every_recipe(name, tmp_path):
   assert [r['step'] for r in train_rows] == list(range(1, config.train.steps + 1))
   assert rows[-1]['split'] == 'test' and rows[-1]['step'] == config.train.steps
   assert os.path.isdir(tmp_path / 'checkpoints' / str(config.train.steps))
+  assert_compressed(config, on_disk, str(tmp_path))
+
+
+def assert_compressed(config, on_disk, workdir):
+  """The artifact stores what the recipe's methods claim, nothing as a
+  float32 fallback: codes of a quantizer, cluster indices, kept positions,
+  factors, coefficients, the shrunk width, the quantized state."""
+  methods = compression.method_names(config.compression)
+  head = export_lib.read(os.path.join(workdir, on_disk['artifact'])).header
+  encodings = [leaf['encoding'] for leaf in head['leaves']]
+  assert not any('fallback' in e for e in encodings), encodings
+  if methods == ['prune'] and config.compression.prune.granularity == 'unit':
+    assert head['model']['hidden'] == on_disk['kept_hidden']
+    assert on_disk['kept_hidden'] < config.model.hidden
+  else:
+    for m in methods:
+      assert any(m in e.split('+') for e in encodings), (m, encodings)
+  if 'prune' in methods:
+    assert on_disk['prune_sparsity'] > 0
+  if config.compression.hidden_state.bits:
+    assert head['hidden_state']['bits'] == config.compression.hidden_state.bits
+  if not methods and not config.compression.hidden_state.bits:
+    assert set(encodings) == {'float32'}
 
 
 def _small_config(**train_overrides):
@@ -190,8 +215,10 @@ def test_init_from_a_trained_run_with_zero_steps(tmp_path):
   again = train.train_and_evaluate(config, str(tmp_path / 'copy'))
   assert again['test_accuracy'] == trained['test_accuracy']
   assert again['params_sha256'] == trained['params_sha256']
-  # A source whose shapes do not fit is one clear line.
+  # The source's config.json gives the model, unless the command line sets a
+  # field: a source whose shapes do not fit that is one clear line.
   config.model.hidden = 9
+  config.overrides = '--config.model.hidden=9'
   with pytest.raises(InputError, match=r'init_from: .* parameter .* has shape'):
     train.train_and_evaluate(config, str(tmp_path / 'bad'))
 

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from compression import accounting
-from compression import pruning
-from compression import quantization
+from compression import records
 from compression.errors import InputError
 
 
@@ -75,13 +74,12 @@ def _pruned_quantized():
                 [0.0, 0.0, 1.0, 0.0],
                 [0.0, 0.0, 0.0, -0.75]], np.float32)
   mask = w != 0
-  prune_entry = pruning.encode(w, mask)
+  prune_entry = records.Record(positions=records.positions_of_mask(mask))
   scale = np.abs(w).max(0) / 7  # Per column, symmetric 4-bit: qmax 7.
   q = np.clip(np.round(w / scale), -7, 7)
   dense = (q * scale).astype(np.float32)
-  quant_entry = {'codes': quantization.pack_bits((q + 7).astype(np.uint8), 4),
-                 'bits': 4, 'shape': np.array([4, 4], np.int32),
-                 'scheme': 'symmetric', 'scale': scale.astype(np.float32)}
+  quant_entry = records.Record(codes=records.Codes(
+      u=(q + 7).astype(np.uint8), bits=4, scale=scale.astype(np.float32)))
   return dense, prune_entry, quant_entry
 
 
@@ -115,10 +113,30 @@ def test_unknown_coding_and_mismatched_exports():
     accounting.plan({'a': np.zeros(2, np.float32)}, ({}, {}), ['prune'])
 
 
-def test_entry_that_does_not_reproduce_apply_falls_back_to_float32():
+def test_records_that_do_not_reproduce_the_leaf_are_an_error():
   dense, p_entry, q_entry = _pruned_quantized()
-  wrong = dense + 1.0  # Not what the entries decode to.
-  leaves = accounting.plan({'k': wrong}, ({'k': p_entry}, {'k': q_entry}),
-                           ['prune', 'quantize'], 'fixed')
-  assert leaves[0].encoding.endswith('+fallback')
-  assert leaves[0].bytes('fixed') == 64
+  wrong = dense + 1.0  # Not what the records decode to.
+  with pytest.raises(InputError, match=r'^accounting: k: the records of '
+                     r'prune\+quantize do not decode to the values'):
+    accounting.plan({'k': wrong}, ({'k': p_entry}, {'k': q_entry}),
+                    ['prune', 'quantize'], 'fixed')
+
+
+def test_an_export_that_is_not_a_record_is_an_error():
+  dense, _, _ = _pruned_quantized()
+  with pytest.raises(InputError, match=r'export of k: dict is not a '
+                     r'compression.records.Record'):
+    accounting.plan({'k': dense}, ({'k': {'codes': 1}},), ['mine'], 'fixed')
+  with pytest.raises(InputError, match=r"exports 'x', which the dense tree"):
+    accounting.plan({'k': dense}, ({'x': records.Record()},), ['mine'])
+
+
+def test_accounting_dispatches_on_record_fields_not_method_names():
+  # The same records under any method names give the same bytes.
+  dense, p_entry, q_entry = _pruned_quantized()
+  a = accounting.plan({'k': dense}, ({'k': p_entry}, {'k': q_entry}),
+                      ['prune', 'quantize'], 'fixed')[0]
+  b = accounting.plan({'k': dense}, ({'k': p_entry}, {'k': q_entry}),
+                      ['where', 'what'], 'fixed')[0]
+  assert a.node == b.node and a.bytes('fixed') == b.bytes('fixed') == 20
+  assert b.encoding == 'where+what'

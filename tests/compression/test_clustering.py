@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import compression
+from compression import accounting
 from compression import clustering as km
 from compression.errors import InputError
 
@@ -84,12 +85,13 @@ def test_decode_of_export_equals_apply_exactly(clusters, bits):
   p = jax.tree.map(lambda x: x * 1.1, p)  # As after some fine-tuning.
   dense = np.asarray(comp.apply(p, s)['rnn']['kernel'])
   entry = comp.export(p, s)['rnn/kernel']
-  assert entry['bits'] == bits
-  assert entry['indices'].dtype == np.uint8
-  assert entry['indices'].size == -(-w.size * bits // 8)
-  assert entry['codebook'].dtype == np.float32
-  assert entry['codebook'].shape == (clusters,)
-  np.testing.assert_array_equal(km.decode(entry), dense)
+  book = entry.codebook
+  assert book.bits == bits
+  assert book.index.size == w.size and book.index.max() < 2 ** bits
+  assert accounting.pack_bits(book.index, bits).size == -(-w.size * bits // 8)
+  assert book.codebook.dtype == np.float32
+  assert book.codebook.shape == (clusters,)
+  np.testing.assert_array_equal(accounting.rebuild([entry], w.shape), dense)
   np.testing.assert_array_equal(dense[w == 0], 0.0)
 
 

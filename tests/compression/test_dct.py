@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from compression import accounting
 from compression import dct
 from compression.errors import InputError
 
@@ -54,7 +55,7 @@ def test_blocks_are_independent():
 @pytest.mark.parametrize('block', [0, 4])
 def test_keep_one_reproduces_kernel(block):
   params = _params()
-  comp = dct.dct(dct.config(keep=1.0, block=block))
+  comp = dct.make(dct.config(keep=1.0, block=block))
   cparams, state = comp.init(params)
   np.testing.assert_allclose(
       comp.apply(cparams, state)['layer_0']['recurrent_kernel'],
@@ -68,7 +69,7 @@ def test_mask_keeps_largest_fraction():
   np.testing.assert_array_equal(dct.top_mask(c, threshold=1.0),
                                 [[False, True], [True, True]])
   params = _params()
-  comp = dct.dct(dct.config(keep=0.25, block=4))
+  comp = dct.make(dct.config(keep=0.25, block=4))
   cparams, state = comp.init(params)
   mask = np.asarray(state['layer_0']['recurrent_kernel'])
   assert mask.sum() == 32  # 0.25 of 128.
@@ -80,7 +81,7 @@ def test_mask_keeps_largest_fraction():
 
 
 def test_masked_coefficients_get_no_gradient():
-  comp = dct.dct(dct.config(keep=0.25, block=4))
+  comp = dct.make(dct.config(keep=0.25, block=4))
   cparams, state = comp.init(_params())
   grads = jax.grad(lambda p: jnp.sum(
       comp.apply(p, state)['layer_0']['recurrent_kernel'] ** 3))(cparams)
@@ -92,21 +93,25 @@ def test_masked_coefficients_get_no_gradient():
 @pytest.mark.parametrize('keep, block, bits', [
     (0.25, 4, 0), (0.25, 0, 8), (0.05, 8, 4), (0.5, 4, 3), (1.0, 0, 2)])
 def test_decode_of_export_equals_apply(keep, block, bits):
-  comp = dct.dct(dct.config(keep=keep, block=block, bits=bits))
+  comp = dct.make(dct.config(keep=keep, block=block, bits=bits))
   cparams, state = comp.init(_params(16, 32))
   entry = comp.export(cparams, state)['layer_0/recurrent_kernel']
-  assert entry['count'] == round(keep * 512)
-  if keep <= 1 / 16:  # Indices (2 bytes each) beat the 64-byte bitmap.
-    assert entry['index'].dtype == np.uint16 and 'bitmap' not in entry
+  assert entry.positions.size == round(keep * 512)
+  assert entry.transform.kind == 'cosine'
+  assert entry.transform.block == ((block, block) if block else (16, 32))
+  if bits:
+    assert entry.codes.bits == bits and entry.codes.scale.size == 1
+    assert entry.codes.u[entry.positions].max() < 2 ** bits
   else:
-    assert entry['bitmap'].dtype == np.uint8 and entry['bitmap'].size == 64
-  if bits == 8:
-    assert entry['codes'].dtype == np.int8
-  elif bits:
-    assert entry['codes'].size == -(-entry['count'] * bits // 8)
-  np.testing.assert_allclose(
-      dct.decode(entry),
-      comp.apply(cparams, state)['layer_0']['recurrent_kernel'], atol=1e-6)
+    assert entry.codes is None and entry.coefficients.dtype == np.float32
+  want = np.asarray(comp.apply(cparams, state)['layer_0']['recurrent_kernel'])
+  (leaf,) = accounting.plan({'k': want}, [{'k': entry}], ['dct'], 'fixed')
+  # Accounting stores the kept coefficients' positions in its smallest
+  # format: never more than a bitmap (64 bytes) or 16-bit indices.
+  positions_bytes = leaf.streams[leaf.node['c']['pos']].fixed_bytes()
+  assert positions_bytes <= min(64, 2 * entry.positions.size)
+  np.testing.assert_allclose(accounting.rebuild([entry], want.shape), want,
+                             atol=1e-6)
 
 
 @pytest.mark.parametrize('overrides, message', [
@@ -117,6 +122,6 @@ def test_decode_of_export_equals_apply(keep, block, bits):
 ])
 def test_bad_config_is_one_line(overrides, message):
   with pytest.raises(InputError) as e:
-    comp = dct.dct(dct.config(**overrides))
+    comp = dct.make(dct.config(**overrides))
     comp.init(_params())
   assert message in str(e.value) and '\n' not in str(e.value)

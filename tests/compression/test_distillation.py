@@ -125,8 +125,13 @@ def test_teacher_that_does_not_fit_is_one_line(tmp_path):
                            str(tmp_path / 'teacher'))
   config = gru_kd.get_config('smoke')
   config.teacher.workdir = str(tmp_path / 'teacher')
-  # A recipe whose model is narrower than the checkpoint in that workdir.
-  config.teacher.config = 'gru_kd.py:smoke'
+  # The workdir's config.json is the truth about the teacher's model (the
+  # recipe named in teacher.config is not); one that no longer describes
+  # the checkpoint beside it cannot restore it.
+  path = tmp_path / 'teacher' / 'config.json'
+  saved = json.loads(path.read_text())
+  saved['model']['hidden'] = 4
+  path.write_text(json.dumps(saved))
   with pytest.raises(InputError, match=r'^teacher: checkpoint .* cannot be restored') as e:
     train.train_and_evaluate(config, str(tmp_path / 'again'))
   assert '\n' not in str(e.value)

@@ -211,8 +211,16 @@ def test_random_corruptions_never_crash(tmp_path):
       assert str(e).startswith('artifact m.rnnc: ') and '\n' not in str(e)
       errors += 1
       continue
-    # Only a re-signed header may parse; its leaves are then well formed.
+    # Only a re-signed header may parse; its leaves are then well formed:
+    # float32, finite, of the shape the header declares, and a leaf whose
+    # header entry the mangling left alone decodes to the original values.
     assert kind == 2
+    declared = {leaf['path']: leaf for leaf in parsed_header['leaves']}
+    original = {leaf['path']: leaf for leaf in header['leaves']}
     for p, v in dense.items():
-      assert v.dtype == np.float32 and np.all(np.isfinite(v)) or p
+      assert v.dtype == np.float32, p
+      assert np.all(np.isfinite(v)), p
+      assert list(v.shape) == list(declared[p]['shape']), p
+      if declared[p] == original.get(p):
+        np.testing.assert_array_equal(v, good[p])
   assert errors >= 800

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from compression import accounting
 from compression import lowrank
 from compression.errors import InputError
 from models import cells
@@ -39,7 +40,7 @@ def test_truncation_error_is_discarded_energy(rank, discarded):
 
 
 def test_full_rank_reproduces_kernel():
-  comp = lowrank.lowrank(lowrank.config(regex='.*recurrent_kernel',
+  comp = lowrank.make(lowrank.config(regex='.*recurrent_kernel',
                                         rank_fraction=1.0))
   params, state = comp.init(_params(_W))
   f = params['rnn']['layer_0']['recurrent_kernel']
@@ -63,17 +64,24 @@ def test_rank_fraction_rounds_up():
 
 @pytest.mark.parametrize('overrides, field', [
     (dict(rank=4), 'compression.lowrank.rank: 4 exceeds the full rank 3'),
-    (dict(rank=0), 'set exactly one'),
-    (dict(rank=2, energy=0.9), 'set exactly one'),
+    (dict(rank=2, energy=0.9), 'set at most one'),
+    (dict(rank=2, rank_fraction=0.5), 'set at most one'),
     (dict(energy=1.5), 'compression.lowrank.energy: 1.5 outside (0, 1]'),
     (dict(rank_fraction=-0.1), 'rank_fraction: -0.1 outside'),
 ])
 def test_bad_config_is_one_line(overrides, field):
   with pytest.raises(InputError) as e:
-    comp = lowrank.lowrank(lowrank.config(regex='.*recurrent_kernel',
+    comp = lowrank.make(lowrank.config(regex='.*recurrent_kernel',
                                           **overrides))
     comp.init(_params(_W))
   assert field in str(e.value) and '\n' not in str(e.value)
+
+
+def test_no_rank_rule_means_a_quarter_of_full_rank():
+  comp = lowrank.make(lowrank.config(regex='.*recurrent_kernel', rank=0))
+  params, _ = comp.init(_params(_W))
+  # _W has full rank 3; ceil(0.25 * 3) = 1.
+  assert params['rnn']['layer_0']['recurrent_kernel']['u'].shape[1] == 1
 
 
 def test_matmul_through_factors_equals_dense_product():
@@ -105,7 +113,7 @@ def _densify(tree):
 @pytest.mark.parametrize('shared', [False, True])
 def test_model_output_with_factors_equals_dense_product(shared):
   model, x, params = _two_layer_model()
-  comp = lowrank.lowrank(lowrank.config(rank=3, shared=shared))
+  comp = lowrank.make(lowrank.config(rank=3, shared=shared))
   fparams, state = comp.init(params)
   layer1 = fparams['layer_1']
   if shared:
@@ -126,7 +134,7 @@ def test_model_output_with_factors_equals_dense_product(shared):
 
 def test_shared_factor_is_svd_of_stacked_kernels():
   _, _, params = _two_layer_model()
-  comp = lowrank.lowrank(lowrank.config(rank_fraction=1.0, shared=True))
+  comp = lowrank.make(lowrank.config(rank_fraction=1.0, shared=True))
   fparams, state = comp.init(params)
   applied = comp.apply(fparams, state)
   for layer, name in (('layer_0', 'recurrent_kernel'),
@@ -139,7 +147,7 @@ def test_shared_factor_is_svd_of_stacked_kernels():
   stacked = np.concatenate([params['layer_0']['recurrent_kernel'],
                             params['layer_1']['input_kernel']], axis=1)
   s = np.linalg.svd(stacked.astype(np.float64), compute_uv=False)
-  comp3 = lowrank.lowrank(lowrank.config(rank=3, shared=True))
+  comp3 = lowrank.make(lowrank.config(rank=3, shared=True))
   a3 = comp3.apply(*comp3.init(params))
   approx = np.concatenate(
       [a3['layer_0']['recurrent_kernel']['u'] @ a3['layer_0'][
@@ -153,20 +161,40 @@ def test_shared_factor_is_svd_of_stacked_kernels():
 @pytest.mark.parametrize('shared', [False, True])
 def test_decode_of_export_equals_apply(shared):
   _, _, params = _two_layer_model()
-  comp = lowrank.lowrank(lowrank.config(rank=2, shared=shared))
+  comp = lowrank.make(lowrank.config(rank=2, shared=shared))
   fparams, state = comp.init(params)
   applied = comp.apply(fparams, state)
   entries = comp.export(fparams, state)
-  assert set(entries) == {'layer_0/recurrent_kernel', 'layer_1/input_kernel',
-                          'layer_1/recurrent_kernel'}
-  for path, entry in entries.items():
-    layer, name = path.split('/')
-    f = applied[layer][name]
-    np.testing.assert_allclose(lowrank.decode(entry, entries), f['u'] @ f['v'],
-                               atol=1e-6)
+  factored = ('layer_0/recurrent_kernel', 'layer_1/input_kernel',
+              'layer_1/recurrent_kernel')
+  assert set(entries) == {f'{p}/{f}' for p in factored for f in 'uv'}
+  dense = {p: {f: np.asarray(applied[p.split('/')[0]][p.split('/')[1]][f])
+               for f in 'uv'} for p in factored}
+  # The artifact stores the factors (a shared U once) and rebuilds them
+  # exactly; the model multiplies through them.
+  tree = {p.replace('/', '_'): dense[p] for p in factored}
+  exports = {f"{p.replace('/', '_')}/{f}": entries[f'{p}/{f}']
+             for p in factored for f in 'uv'}
   if shared:
-    assert 'u' not in entries['layer_1/input_kernel']
-    assert entries['layer_1/input_kernel']['u_of'] == 'layer_0/recurrent_kernel'
-  # Stored parameters: U (8x2) + V (2x24) per kernel, the shared U once.
-  assert lowrank.kernel_params(fparams) == (
-      2 * 24 * 3 + 8 * 2 * (2 if shared else 3) + 4 * 24)
+    ref = entries['layer_1/input_kernel/u'].ref
+    assert ref == 'layer_0/recurrent_kernel/u'
+    exports['layer_1_input_kernel/u'] = type(entries[ref])(
+        ref='layer_0_recurrent_kernel/u')
+  else:
+    assert all(e.ref is None for e in entries.values())
+  leaves = {l.path: l for l in accounting.plan(tree, [exports], ['lowrank'],
+                                               'fixed')}
+  for p in factored:
+    for f in 'uv':
+      leaf = leaves[f"{p.replace('/', '_')}/{f}"]
+      if shared and p == 'layer_1/input_kernel' and f == 'u':
+        assert leaf.node == {'k': 'ref', 'path': 'layer_0_recurrent_kernel/u'}
+        continue
+      got = accounting.decode_leaf(leaf.node, [s.data for s in leaf.streams],
+                                   leaf.shape)
+      np.testing.assert_array_equal(got, dense[p][f])
+  if shared:  # The reference is right: both kernels multiply by one U.
+    np.testing.assert_array_equal(dense['layer_1/input_kernel']['u'],
+                                  dense['layer_0/recurrent_kernel']['u'])
+
+

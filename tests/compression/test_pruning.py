@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from compression import core
+from compression import accounting
 from compression import pruning
 from compression.errors import InputError
 import models
@@ -25,7 +26,7 @@ def one_kernel(w=W):
 
 def masks_of(params, **cfg):
   cfg = dict(dict(schedule='oneshot', regex='rnn/.*'), **cfg)
-  _, state = pruning.prune(pruning.config(**cfg)).init(params)
+  _, state = pruning.make(pruning.config(**cfg)).init(params)
   return jax.tree.map(np.asarray, state['masks'])
 
 
@@ -66,7 +67,7 @@ def test_taylor_mask_uses_weight_times_gradient():
   params = one_kernel()
   g = np.ones((4, 4), np.float32)
   g[3] = 0.01  # Row 3 has the largest |w| but tiny |w * g| (<= 0.12).
-  comp = pruning.prune(pruning.config(score='taylor', schedule='oneshot',
+  comp = pruning.make(pruning.config(score='taylor', schedule='oneshot',
                                       sparsity=0.625, taylor_decay=0.0,
                                       regex='rnn/.*'))
   params, state = comp.init(params)
@@ -81,7 +82,7 @@ def test_taylor_mask_uses_weight_times_gradient():
 
 
 def test_l1_penalty_and_magnitude_cut():
-  comp = pruning.prune(pruning.config(score='l1', l1=0.01, schedule='oneshot',
+  comp = pruning.make(pruning.config(score='l1', l1=0.01, schedule='oneshot',
                                       sparsity=0.375, regex='rnn/.*'))
   params, state = comp.init(one_kernel())
   assert float(comp.penalty(params, state)) == pytest.approx(
@@ -123,7 +124,7 @@ def test_unit_mask_of_4x4_removes_rows_and_columns():
 def test_group_lasso_equals_explicit_group_norms():
   params = rnn_params()
   sums = [142.25, 284.01, 185.39, 532.09]  # See the test above.
-  comp = pruning.prune(pruning.config(granularity='unit', group_lasso=0.1,
+  comp = pruning.make(pruning.config(granularity='unit', group_lasso=0.1,
                                       schedule='oneshot', sparsity=0.0))
   p, state = comp.init(params)
   assert float(comp.penalty(p, state)) == pytest.approx(
@@ -188,7 +189,7 @@ def test_pruned_weights_stay_zero_through_adam_steps():
       rng.normal(size=(8, 8)), jnp.float32)}}}
   x = jnp.asarray(rng.normal(size=(16, 8)), jnp.float32)
   comp = core.chain(
-      pruning.prune(pruning.config(sparsity=0.75, begin_step=0, end_step=6,
+      pruning.make(pruning.config(sparsity=0.75, begin_step=0, end_step=6,
                                    frequency=2, regex='rnn/.*')),
       plus_half())
   tx = optax.adam(0.1)
@@ -232,7 +233,7 @@ def test_shrunk_model_equals_masked_model(cell, layers, pooling):
   x = jnp.asarray(rng.normal(size=(5, 7, 3)), jnp.float32)
   lengths = jnp.asarray([7, 3, 5, 1, 6], jnp.int32)
   params = jax.jit(model.init)(jax.random.key(0), x, lengths)['params']
-  comp = pruning.prune(pruning.config(granularity='unit', schedule='oneshot',
+  comp = pruning.make(pruning.config(granularity='unit', schedule='oneshot',
                                       sparsity=0.5))
   params, state = comp.init(params)
   dense = comp.apply(params, state)
@@ -257,7 +258,7 @@ def test_shrink_keeps_the_largest_live_count_of_any_layer():
   model = models.make(cfg, 'classification', {'num_classes': 2})
   x = jnp.ones((2, 4, 3))
   params = jax.jit(model.init)(jax.random.key(1), x)['params']
-  comp = pruning.prune(pruning.config(granularity='unit', schedule='oneshot',
+  comp = pruning.make(pruning.config(granularity='unit', schedule='oneshot',
                                       sparsity=0.5))
   params, state = comp.init(params)
   dense = comp.apply(params, state)
@@ -283,30 +284,32 @@ def test_shrink_keeps_the_largest_live_count_of_any_layer():
 @pytest.mark.parametrize('sparsity, fmt', [(0.5, 'bitmap'), (0.995, 'gaps')])
 def test_decode_of_export_equals_apply(sparsity, fmt):
   rng = np.random.default_rng(3)
-  params = {'rnn': {'layer_0': {'recurrent_kernel': jnp.asarray(
-      rng.normal(size=(64, 192)), jnp.float32)}}}
-  comp = pruning.prune(pruning.config(sparsity=sparsity, schedule='oneshot',
-                                      regex='rnn/.*'))
+  w = jnp.asarray(rng.normal(size=(64, 192)), jnp.float32)
+  params = {'rnn': {'layer_0': {'recurrent_kernel': w}}}
+  comp = pruning.make(pruning.config(sparsity=sparsity, schedule='oneshot',
+                                     regex='rnn/.*'))
   params, state = comp.init(params)
+  dense = np.asarray(comp.apply(params, state)['rnn']['layer_0'][
+      'recurrent_kernel'])
   entry = comp.export(params, state)['rnn/layer_0/recurrent_kernel']
-  assert entry['format'] == fmt
-  key = 'bitmap' if fmt == 'bitmap' else 'gaps'
-  assert entry[key].dtype == np.uint8 and entry['values'].dtype == np.float32
-  if fmt == 'gaps':  # 61 kept of 12288: some gaps exceed 255 (fillers).
-    assert entry['values'].size > 61 and (entry['values'] == 0).any()
+  np.testing.assert_array_equal(entry.positions, np.flatnonzero(dense))
+  (leaf,) = accounting.plan({'k': dense}, [{'k': entry}], ['prune'], 'fixed')
+  # Accounting picks the smaller position format: a bitmap at half density,
+  # relative indices when 61 of 12288 are kept (some gaps need escapes).
+  assert leaf.node['k'] == 'sparse' and leaf.node['fmt'] == fmt
+  assert leaf.node['count'] == entry.positions.size
   np.testing.assert_array_equal(
-      pruning.decode(entry),
-      np.asarray(comp.apply(params, state)['rnn']['layer_0'][
-          'recurrent_kernel']))
+      accounting.rebuild([entry], dense.shape, dense), dense)
 
 
 def test_gap_encoding_by_hand():
-  mask = np.zeros(600, bool)
-  mask[[0, 3, 400]] = True
-  entry = pruning.encode(np.arange(600, dtype=np.float32) + 1, mask)
-  assert entry['format'] == 'gaps'
-  np.testing.assert_array_equal(entry['gaps'], [1, 3, 255, 142])
-  np.testing.assert_array_equal(entry['values'], [1, 4, 0, 401])
+  # Kept 0, 3, 400 of 600 with 8-bit relative indices: steps 1 and 3, then
+  # 397 = 255 (escape symbol 0: move 255, keep nothing) + 142.
+  positions = np.array([0, 3, 400])
+  sym = accounting.gap_symbols(positions, 8)
+  np.testing.assert_array_equal(sym, [1, 3, 0, 142])
+  np.testing.assert_array_equal(accounting.gap_positions(sym, 8, 600, 3),
+                                positions)
 
 
 @pytest.mark.parametrize('overrides, match', [
@@ -324,12 +327,12 @@ def test_gap_encoding_by_hand():
 ])
 def test_bad_config_is_one_line(overrides, match):
   with pytest.raises(InputError, match=match) as e:
-    pruning.prune(pruning.config(**overrides))
+    pruning.make(pruning.config(**overrides))
   assert '\n' not in str(e.value)
 
 
 def test_block_that_does_not_divide_fails_at_init():
-  comp = pruning.prune(pruning.config(granularity='block', block='3x4',
+  comp = pruning.make(pruning.config(granularity='block', block='3x4',
                                       regex='rnn/.*'))
   with pytest.raises(InputError, match=r'compression.prune.block: 3x4 does '
                      r'not divide rnn/layer_0/recurrent_kernel of shape '

@@ -12,6 +12,7 @@ import pytest
 
 import compression
 import models
+from compression import accounting
 from compression import quantization as q
 from compression.errors import InputError
 
@@ -79,13 +80,15 @@ def test_compressor_apply_and_export_give_the_hand_grid():
   params, state = comp.init({'w': x})
   np.testing.assert_array_equal(comp.apply(params, state)['w'],
                                 [[-2.0, 4.0], [3.0, -6.0]])
-  entry = comp.export(params, state)['w']
-  # Unsigned codes u = q + 3, packed 3 bits each, LSB first.
-  u = q.unpack_bits(entry['codes'], 3, 4)
-  np.testing.assert_array_equal(u, [1, 5, 6, 0])
-  # 1 | 5 << 3 | 6 << 6 = 425 = bytes 169, 1 (the last code is 0).
-  np.testing.assert_array_equal(entry['codes'], [169, 1])
-  assert entry['codes'].dtype == np.uint8 and entry['codes'].size == 2
+  codes = comp.export(params, state)['w'].codes
+  # Unsigned codes u = q + 3 of a 3-bit symmetric grid (zero point implied).
+  np.testing.assert_array_equal(codes.u.reshape(-1), [1, 5, 6, 0])
+  assert codes.bits == 3 and codes.zero_point is None
+  # Accounting packs them 3 bits each, LSB first: 1 | 5 << 3 | 6 << 6 = 425
+  # = bytes 169, 1 (the last code is 0).
+  packed = accounting.pack_bits(codes.u, 3)
+  np.testing.assert_array_equal(packed, [169, 1])
+  assert packed.dtype == np.uint8 and packed.size == 2
 
 
 @pytest.mark.parametrize('bits', [2, 4, 8])
@@ -201,7 +204,7 @@ def test_decode_of_export_equals_apply_exactly(overrides):
     keys = path.split('/')
     want = np.asarray(eager[keys[0]][keys[1]][keys[2]] if len(keys) == 3
                       else eager[keys[0]][keys[1]])
-    got = q.decode(entry)
+    got = accounting.rebuild([entry], want.shape)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, want)
     jit_leaf = jitted
@@ -209,27 +212,31 @@ def test_decode_of_export_equals_apply_exactly(overrides):
       jit_leaf = jit_leaf[k]
     np.testing.assert_array_equal(got, np.asarray(jit_leaf))
     bits = overrides['bits']
-    assert entry['codes'].dtype == np.uint8
-    assert entry['codes'].size == -(-want.size * bits // 8)
-    if entry['scheme'] == 'asymmetric':
-      assert entry['zero_point'].dtype == np.uint8
+    assert entry.codes.u.dtype == np.uint8 and entry.codes.u.size == want.size
+    assert entry.codes.u.max() < 2 ** bits
+    assert accounting.pack_bits(entry.codes.u, bits).size == -(
+        -want.size * bits // 8)
+    if overrides.get('scheme') == 'asymmetric':
+      assert entry.codes.zero_point.dtype == np.uint8
+    else:
+      assert entry.codes.zero_point is None
 
 
 def test_pack_bits_by_hand_and_round_trip():
-  np.testing.assert_array_equal(q.pack_bits([1, 2, 15, 0], 4), [0x21, 0x0F])
+  np.testing.assert_array_equal(accounting.pack_bits([1, 2, 15, 0], 4), [0x21, 0x0F])
   # 2-bit: 1 | 2 << 2 | 3 << 4 | 0 << 6 = 57; the fifth code starts byte 2.
-  np.testing.assert_array_equal(q.pack_bits([1, 2, 3, 0, 3], 2), [57, 3])
+  np.testing.assert_array_equal(accounting.pack_bits([1, 2, 3, 0, 3], 2), [57, 3])
   rng = np.random.default_rng(0)
   for bits in (1, 2, 3, 4, 5, 8):
     for count in (1, 7, 33):
       codes = rng.integers(0, 2 ** bits, count).astype(np.uint8)
-      packed = q.pack_bits(codes, bits)
+      packed = accounting.pack_bits(codes, bits)
       assert packed.dtype == np.uint8 and packed.size == -(-count * bits // 8)
-      np.testing.assert_array_equal(q.unpack_bits(packed, bits, count), codes)
+      np.testing.assert_array_equal(accounting.unpack_bits(packed, bits, count), codes)
   with pytest.raises(InputError):
-    q.pack_bits([4], 2)
+    accounting.pack_bits([4], 2)
   with pytest.raises(InputError):
-    q.unpack_bits(np.zeros(1, np.uint8), 4, 3)
+    accounting.unpack_bits(np.zeros(1, np.uint8), 4, 3)
 
 
 def test_calibrate_picks_the_lowest_loss_clipping():

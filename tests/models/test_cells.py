@@ -75,6 +75,49 @@ def test_gru_equals_flax_gru_cell():
   np.testing.assert_allclose(carry, want[:, -1], atol=1e-5)
 
 
+def _randomized(fp, seed):
+  """Flax zero-initialises biases; randomise every leaf so each is checked."""
+  rng = np.random.default_rng(seed)
+  return jax.tree_util.tree_map(
+      lambda a: a + jnp.asarray(0.3 * rng.standard_normal(a.shape),
+                                jnp.float32), fp)
+
+
+def test_lstm_equals_flax_lstm_cell():
+  x = _inputs()
+  flax_rnn = nn.RNN(nn.LSTMCell(H))
+  fp = _randomized(flax_rnn.init(jax.random.key(0), x)['params']['cell'], 4)
+  gates = ('i', 'f', 'g', 'o')  # Our gate order in the 4H columns.
+  ours = {
+      'input_kernel': jnp.concatenate([fp['i' + g]['kernel'] for g in gates],
+                                      axis=-1),
+      # Flax puts the gate biases on the hidden-side products.
+      'bias': jnp.concatenate([fp['h' + g]['bias'] for g in gates]),
+      'recurrent_kernel': jnp.concatenate(
+          [fp['h' + g]['kernel'] for g in gates], axis=-1),
+  }
+  want = flax_rnn.apply({'params': {'cell': fp}}, x)
+  got, carry = cells.RecurrentLayer(cell='lstm', hidden=H).apply(
+      {'params': ours}, x)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  np.testing.assert_allclose(cells.final_hidden(carry), want[:, -1],
+                             atol=1e-5)
+
+
+def test_rnn_equals_flax_simple_cell():
+  x = _inputs()
+  flax_rnn = nn.RNN(nn.SimpleCell(H))
+  fp = _randomized(flax_rnn.init(jax.random.key(0), x)['params']['cell'], 5)
+  ours = {'input_kernel': fp['i']['kernel'], 'bias': fp['i']['bias'],
+          'recurrent_kernel': fp['h']['kernel']}
+  want = flax_rnn.apply({'params': {'cell': fp}}, x)
+  got, carry = cells.RecurrentLayer(cell='rnn', hidden=H).apply(
+      {'params': ours}, x)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  np.testing.assert_allclose(cells.final_hidden(carry), want[:, -1],
+                             atol=1e-5)
+
+
 @pytest.mark.parametrize('cell', cells.CELLS)
 def test_gradients_match_reference(cell):
   params = _random_params(cell)

@@ -1,0 +1,452 @@
+r"""Writes README.md's result tables from the runs they name.
+
+  python readme_tables.py                 # runs what is missing, then writes
+  python readme_tables.py --tables_only   # rewrites from existing runs only
+  python readme_tables.py --only=lstm,kd  # some tables (their runs) only
+  python readme_tables.py --smoke --root=/tmp/t --readme=/tmp/README.md
+                                          # every row as a :smoke run (tests)
+
+Every number in README.md's result tables comes from a `results.json` that
+the command printed beside the table produced: each row is one command,
+`python train.py --config=configs/<recipe> --workdir=runs/readme/<name>
+[flags]`, run here as a subprocess exactly as typed (a finished workdir is
+reused; an interrupted one resumes). The tables go between the markers
+`<!-- table:NAME -->` and `<!-- /table -->` of README.md, never by hand.
+Accuracies are printed with three decimals of the test split's exact
+fraction (JapaneseVowels: k / 370), means over seeds are the means of the
+values shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Callable, NamedTuple, Sequence
+
+from reproduce import fill_markers
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+README = os.path.join(ROOT, 'README.md')
+
+
+SMOKE = False  # --smoke: every recipe gets its `smoke` arg.
+
+
+class Run(NamedTuple):
+  """One command: `train.py --config=configs/<recipe> <flags>`."""
+  name: str  # Workdir under the runs root.
+  recipe: str  # 'gru_qat.py:bits=4'.
+  flags: tuple[str, ...] = ()
+
+  def command(self, root: str) -> list[str]:
+    recipe = self.recipe
+    if SMOKE:
+      recipe += (',' if ':' in recipe else ':') + 'smoke'
+    return ['python', 'train.py', f'--config=configs/{recipe}',
+            f'--workdir={os.path.join(root, self.name)}', *self.flags]
+
+  def shown(self) -> str:
+    """The command as README shows it (workdir under runs/readme)."""
+    return ' '.join(self.command('runs/readme')[1:])
+
+
+def _init(root: str, name: str) -> str:
+  return f'--config.init_from={os.path.join(root, name)}'
+
+
+def execute(run: Run, root: str) -> dict:
+  """Runs `run` unless its workdir holds results; returns results.json."""
+  path = os.path.join(root, run.name, 'results.json')
+  if not os.path.exists(path):
+    cmd = run.command(root)
+    print('$ ' + ' '.join(cmd), flush=True)
+    cmd[0] = sys.executable
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode:
+      sys.stderr.write(proc.stderr[-2000:])
+      raise SystemExit(f'readme_tables: {run.name} failed (exit '
+                       f'{proc.returncode})')
+    print(f'  {time.perf_counter() - t:.0f} s', flush=True)
+  with open(path) as f:
+    results = json.load(f)
+  # Kernel parameters of the model the run's artifact holds.
+  from compression import export  # pylint: disable=g-import-not-at-top
+  header = export.read(os.path.join(root, run.name, 'model.rnnc')).header
+  results['kernel_params'] = sum(
+      int(np_prod(leaf['shape'])) for leaf in header['leaves']
+      if leaf['path'].endswith('kernel'))
+  return results
+
+
+def np_prod(shape: Sequence[int]) -> int:
+  out = 1
+  for n in shape:
+    out *= int(n)
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Formatting
+
+
+def acc(r: dict) -> str:
+  return f"{r['test_accuracy']:.3f}"
+
+
+def nbytes(n: float) -> str:
+  return f'{int(round(n)):,}'
+
+
+def ratio(r: dict) -> str:
+  return f"{r['dense_bytes'] / r['compressed_bytes']:.1f}x"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+  lines = ['| ' + ' | '.join(header) + ' |',
+           '|' + '|'.join('---' for _ in header) + '|']
+  lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
+  return '\n'.join(lines) + '\n'
+
+
+# ----------------------------------------------------------------------------
+# Tables: each a list of runs and a function of their results.
+
+
+class Table(NamedTuple):
+  runs: Callable[[str], list[Run]]
+  render: Callable[[dict[str, dict]], str]
+
+
+BASELINES = [
+    ('gru_baseline', 'gru_baseline.py',
+     'speaker id, JapaneseVowels (9 classes)', 'GRU 64, last-state pooling'),
+    ('lstm_baseline', 'lstm_baseline.py', 'same', 'LSTM 64'),
+    ('rnn_baseline', 'rnn_baseline.py', 'same', 'tanh RNN 64'),
+    ('gru_forecast', 'gru_forecast.py',
+     'next 6 monthly sunspot numbers from 48', 'GRU 32'),
+    ('gru_lm', 'gru_lm.py', 'characters, ASV Bible (last 5% held out)',
+     'embed 32, GRU 256'),
+]
+
+
+def _baseline_result(r: dict) -> str:
+  secs = f"{r['train_seconds']:.0f} s training"
+  if r['task'] == 'classification':
+    return f'test accuracy {acc(r)}, {secs}'
+  if r['task'] == 'forecasting':
+    return (f"test RMSE {r['test_rmse']:.1f} (naive last value: "
+            f"{r['naive_rmse']:.1f}), {secs}")
+  return f"{r['test_bits_per_char']:.3f} bits/char, {secs}"
+
+
+def baselines_runs(root: str) -> list[Run]:
+  runs = [Run(n, recipe) for n, recipe, _, _ in BASELINES]
+  runs += [Run(f'lm_ptq{b}', f'lm_ptq.py:bits={b}', (_init(root, 'gru_lm'),))
+           for b in (8, 4, 3)]
+  return runs
+
+
+def baselines_render(R: dict[str, dict]) -> str:
+  rows = [[f'`{recipe}`', task, model, _baseline_result(R[n])]
+          for n, recipe, task, model in BASELINES]
+  lm = [R[f'lm_ptq{b}'] for b in (8, 4, 3)]
+  rows.append([
+      '`lm_ptq.py:bits=B`', 'post-training quantization of `gru_lm`', 'same',
+      ' / '.join(f"{r['test_bits_per_char']:.3f}" for r in lm)
+      + ' bits/char at 8 / 4 / 3 bits ('
+      + nbytes(R['gru_lm']['dense_bytes']) + ' -> '
+      + ' / '.join(nbytes(r['compressed_bytes']) for r in lm) + ' bytes)'])
+  return table(['recipe', 'task, data', 'model', 'result'], rows)
+
+
+# (name, recipe, method description) of the compression table; `{cell}`
+# is the cell's recipe arg.
+COMPRESSION = [
+    ('qat8', 'gru_qat.py:bits=8', '8-bit fake-quant, per channel, fine-tuned'),
+    ('qat4', 'gru_qat.py:bits=4', '4-bit'),
+    ('qat2', 'gru_qat.py:bits=2', '2-bit (codes -1, 0, 1)'),
+    ('ptq', 'gru_ptq.py', '8-bit post-training, 4 calibration batches, no '
+     'training'),
+    ('kmeans', 'gru_kmeans.py', '16-cluster k-means weight sharing, centroids '
+     'fine-tuned'),
+    ('prune', 'gru_prune.py', 'gradual magnitude pruning (Zhu and Gupta) to '
+     '80%'),
+    ('prune90', 'gru_prune.py:sparsity=0.9', '90%'),
+    ('taylor', 'gru_taylor.py', 'first-order (Taylor) sensitivity, 80%'),
+    ('l1', 'gru_l1.py', 'L1 penalty then threshold, 80%'),
+    ('structured', 'gru_structured.py', 'half the hidden units removed (Wen '
+     'et al. groups); the file holds the shrunk model'),
+    ('svd', 'gru_svd.py', 'SVD factors of the recurrent kernel at a quarter '
+     'of full rank, fine-tuned'),
+    ('dct', 'gru_dct.py', '25% of 8x8-block DCT coefficients of the recurrent '
+     'kernel'),
+    ('deep_compression', 'deep_compression.py', '95% pruning, then 16-cluster '
+     'sharing of survivors, then Huffman (Han et al.)'),
+]
+LSTM_ROWS = ('qat8', 'qat4', 'ptq', 'kmeans', 'prune90', 'structured', 'svd',
+             'dct', 'deep_compression', 'kd')
+# Rows of the LSTM table only.
+COMPRESSION.append(
+    ('kd', 'gru_kd.py', 'a 16-unit student distilled from a 128-unit teacher '
+     '(soft labels, hidden states, attention maps); ratio against the '
+     "student's float size"))
+
+
+def in_table(name: str, cell: str) -> bool:
+  """Whether row `name` of COMPRESSION is in the table of `cell`."""
+  return name in LSTM_ROWS if cell != 'gru' else name != 'kd'
+
+
+def _with_cell(recipe: str, cell: str) -> str:
+  if cell == 'gru':
+    return recipe
+  name, _, arg = recipe.partition(':')
+  return f'{name}:cell={cell}' + (f',{arg}' if arg else '')
+
+
+def compression_runs(cell: str) -> Callable[[str], list[Run]]:
+  prefix = '' if cell == 'gru' else f'{cell}_'
+  names = [n for n, _, _ in COMPRESSION if in_table(n, cell)]
+
+  def runs(root: str) -> list[Run]:
+    del root
+    base = f'{cell}_baseline'
+    return [Run(base, f'{base}.py')] + [
+        Run(prefix + n, _with_cell(recipe, cell))
+        for n, recipe, _ in COMPRESSION if n in names]
+
+  return runs
+
+
+def compression_render(cell: str) -> Callable[[dict[str, dict]], str]:
+  prefix = '' if cell == 'gru' else f'{cell}_'
+
+  def render(R: dict[str, dict]) -> str:
+    rows = []
+    for n, recipe, what in COMPRESSION:
+      if not in_table(n, cell):
+        continue
+      r = R[prefix + n]
+      rows.append([f'`{_with_cell(recipe, cell)}`', what, acc(r),
+                   nbytes(r['compressed_bytes']), ratio(r),
+                   nbytes(r['entropy_coded_bytes'])])
+    base = R[f'{cell}_baseline']
+    head = (f"Baseline `{cell}_baseline.py`: test accuracy "
+            f"{acc(base)}, {nbytes(base['dense_bytes'])} float32 bytes.\n\n")
+    return head + table(['recipe', 'method', 'test acc.', 'file bytes',
+                         'ratio', 'Huffman payload'], rows)
+
+  return render
+
+
+RANKS = (1, 2, 4, 8, 16, 32)
+KEEPS = (0.05, 0.1, 0.25, 0.5)
+
+
+def rank_runs(root: str) -> list[Run]:
+  init = (_init(root, 'gru_baseline'),)
+  return ([Run('gru_baseline', 'gru_baseline.py')]
+          + [Run(f'svd_rank{k}', f'gru_svd.py:rank={k}', init) for k in RANKS]
+          + [Run(f'dct_keep{k}', f'gru_dct.py:keep={k}', init) for k in KEEPS])
+
+
+def rank_render(R: dict[str, dict]) -> str:
+  svd = [R[f'svd_rank{k}'] for k in RANKS]
+  full = R['gru_baseline']['kernel_params']
+  # Factoring changes only kernels: the other parameters are the same.
+  kernel = lambda r: r['params_total'] - (
+      R['gru_baseline']['params_total'] - full)
+  t1 = table(
+      ['SVD rank of the recurrent kernel'] + [str(k) for k in RANKS],
+      [['kernel parameters (reduction)'] + [
+          f'{kernel(r):,} ({full / kernel(r):.1f}x)' for r in svd],
+       ['test accuracy'] + [acc(r) for r in svd]])
+  dct = [R[f'dct_keep{k}'] for k in KEEPS]
+  t2 = table(['DCT keep (8x8 blocks, recurrent kernel)'] + [str(k) for k in KEEPS],
+             [['test accuracy'] + [acc(r) for r in dct]])
+  return t1 + '\n' + t2
+
+
+SEEDS = (0, 1, 2)
+KD_VARIANTS = [
+    ('kd', '', 'distilled GRU-16'),
+    ('kd_scratch', None, 'GRU-16 from scratch'),
+    ('kd_q4', 'quant=4', 'distilled GRU-16, 4-bit (`:quant=4`)'),
+    ('kd_s80', 'sparsity=0.8', 'distilled GRU-16, 80% pruned (`:sparsity=0.8`)'),
+]
+KD_ABLATIONS = [
+    ('kd_soft', ('--config.distill.feature_weight=0',
+                 '--config.distill.attention_weight=0'), 'soft labels alone'),
+    ('kd_soft_hidden', ('--config.distill.attention_weight=0',),
+     'soft labels + hidden states'),
+    ('kd_soft_attention', ('--config.distill.feature_weight=0',),
+     'soft labels + attention maps'),
+]
+
+
+def kd_runs(root: str) -> list[Run]:
+  teacher = (f"--config.teacher.workdir={os.path.join(root, 'kd_teacher')}",)
+  runs = [Run('kd_teacher', 'gru_kd.py:teacher')]
+  for s in SEEDS:
+    for n, arg, _ in KD_VARIANTS:
+      if arg is None:
+        continue
+      recipe = f'gru_kd.py:seed={s}' + (f',{arg}' if arg else '')
+      runs.append(Run(f'{n}_s{s}', recipe, teacher))
+    for n, flags, _ in KD_ABLATIONS:
+      runs.append(Run(f'{n}_s{s}', f'gru_kd.py:seed={s}',
+                      teacher + flags + ('--config.distill.scratch=false',)))
+  return runs
+
+
+def _seed_row(label: str, values: list[float]) -> list[str]:
+  shown = [round(v, 3) for v in values]
+  return ([label] + [f'{v:.3f}' for v in shown]
+          + [f'**{sum(shown) / len(shown):.3f}**'])
+
+
+def kd_render(R: dict[str, dict]) -> str:
+  rows = []
+  for n, arg, label in KD_VARIANTS:
+    if arg is None:
+      values = [R[f'kd_s{s}']['scratch_test_accuracy'] for s in SEEDS]
+    else:
+      values = [R[f'{n}_s{s}']['test_accuracy'] for s in SEEDS]
+    rows.append(_seed_row(label, values))
+  for n, _, label in KD_ABLATIONS:
+    rows.append(_seed_row(label, [R[f'{n}_s{s}']['test_accuracy']
+                                  for s in SEEDS]))
+  t = R['kd_teacher']
+  student = R['kd_s0']
+  head = (f"Teacher GRU-128: test accuracy {acc(t)}, "
+          f"{nbytes(t['dense_bytes'])} float32 bytes; the float student "
+          f"{nbytes(student['dense_bytes'])}; the 4-bit student's file "
+          f"{nbytes(R['kd_q4_s0']['compressed_bytes'])} bytes.\n\n")
+  return head + table(['', *(f'seed {s}' for s in SEEDS), 'mean'], rows)
+
+
+WORKED = [
+    ('seed_gru_predictor', 'seed_gru_predictor.py',
+     'GRU forecaster: 10 features per step (10 months), hidden 64 teacher, '
+     'hidden-32 student distilled, 50% L1 pruning, int8'),
+    ('seed_rnn_prune_quant', 'seed_rnn_prune_quant.py',
+     'Elman RNN, hidden 20, threshold pruning 50%, 3-bit'),
+    ('seed_sensitivity_kd', 'seed_sensitivity_kd.py',
+     'Taylor pruning to 50%, 8-bit, distillation at T=10'),
+]
+
+
+def worked_runs(root: str) -> list[Run]:
+  del root
+  return [Run(n, recipe) for n, recipe, _ in WORKED]
+
+
+def worked_render(R: dict[str, dict]) -> str:
+  rows = []
+  for n, recipe, what in WORKED:
+    r = R[n]
+    if r['task'] == 'forecasting':
+      metric = (f"RMSE {r['test_rmse']:.2f} (teacher "
+                f"{r['teacher_test_rmse']:.2f}, naive {r['naive_rmse']:.2f})")
+    else:
+      metric = f'accuracy {acc(r)}'
+      if 'teacher_test_accuracy' in r:
+        metric += f" (teacher {r['teacher_test_accuracy']:.3f})"
+    rows.append([f'`{recipe}`', what, metric, nbytes(r['compressed_bytes']),
+                 ratio(r)])
+  return table(['recipe', 'what', 'metric', 'file bytes', 'ratio'], rows)
+
+
+def lm_kd_runs(root: str) -> list[Run]:
+  del root
+  return [Run('lm_kd', 'lm_kd.py')]
+
+
+def lm_kd_render(R: dict[str, dict]) -> str:
+  r = R['lm_kd']
+  verdict = ('so on this setting distillation helped' if
+             r['test_bits_per_char'] < r['scratch_test_bits_per_char'] else
+             'so on this setting distillation did not help yet')
+  return (f"`lm_kd.py` distils the character LM per step (GRU-256 teacher "
+          f"{r['teacher_test_bits_per_char']:.3f} bits/char into a GRU-64 "
+          f"student): the student reached {r['test_bits_per_char']:.3f} "
+          f"bits/char against {r['scratch_test_bits_per_char']:.3f} from "
+          f'scratch, {verdict}.\n')
+
+
+TABLES = {
+    'baselines': Table(baselines_runs, baselines_render),
+    'compression': Table(compression_runs('gru'), compression_render('gru')),
+    'lstm': Table(compression_runs('lstm'), compression_render('lstm')),
+    'rank_keep': Table(rank_runs, rank_render),
+    'kd': Table(kd_runs, kd_render),
+    'worked': Table(worked_runs, worked_render),
+    'lm_kd': Table(lm_kd_runs, lm_kd_render),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--root', default=os.path.join('runs', 'readme'),
+                      help='where the runs live (default runs/readme)')
+  parser.add_argument('--only', default='',
+                      help='comma-separated tables: ' + ', '.join(TABLES))
+  parser.add_argument('--tables_only', action='store_true',
+                      help='write from existing runs; run nothing')
+  parser.add_argument('--smoke', action='store_true',
+                      help='run every row as its :smoke variant (a test of '
+                      'the pipeline; the numbers mean nothing)')
+  parser.add_argument('--readme', default=README,
+                      help='the markdown file to write (default README.md)')
+  args = parser.parse_args(argv)
+  global SMOKE
+  SMOKE = args.smoke
+  names = [n for n in args.only.split(',') if n] or list(TABLES)
+  unknown = [n for n in names if n not in TABLES]
+  if unknown:
+    print(f'error: --only: unknown {", ".join(unknown)}; valid: '
+          + ', '.join(TABLES), file=sys.stderr)
+    return 2
+  root = args.root
+  rendered = {}
+  for name in names:
+    runs = TABLES[name].runs(root)
+    results = {}
+    for run in runs:
+      if args.tables_only and not os.path.exists(
+          os.path.join(root, run.name, 'results.json')):
+        print(f'error: {run.name}: no results (run without --tables_only)',
+              file=sys.stderr)
+        return 2
+      results[run.name] = execute(run, root)
+    commands = '\n'.join(f'    {r.shown()}' for r in runs)
+    rendered[name] = (TABLES[name].render(results)
+                      + f'\n<details><summary>Commands</summary>\n\n'
+                      + commands + '\n\n</details>\n')
+  with open(args.readme) as f:
+    text = f.read()
+  current = dict(_blocks(text))
+  current.update(rendered)
+  text = fill_markers(text, current)
+  tmp = args.readme + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, args.readme)
+  print(f'wrote {len(rendered)} table(s) into {args.readme}')
+  return 0
+
+
+def _blocks(text: str) -> list[tuple[str, str]]:
+  """(name, body) of every table marker already in `text`."""
+  import re  # pylint: disable=g-import-not-at-top
+  return [(m.group(1), m.group(2)) for m in re.finditer(
+      r'<!-- table:([a-z0-9_]+) -->\n(.*?)<!-- /table -->', text, re.DOTALL)]
+
+
+if __name__ == '__main__':
+  sys.exit(main())

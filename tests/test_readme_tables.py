@@ -1,0 +1,52 @@
+"""readme_tables.py: README's result tables are written from results.json."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.join(os.path.dirname(__file__), '..')
+
+
+def test_tables_come_from_the_runs_they_name(tmp_path):
+  readme = tmp_path / 'README.md'
+  shutil.copy(os.path.join(ROOT, 'README.md'), readme)
+  original = readme.read_text()
+  args = [sys.executable, os.path.join(ROOT, 'readme_tables.py'), '--smoke',
+          '--only=worked', f'--root={tmp_path / "runs"}', f'--readme={readme}']
+  proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  text = readme.read_text()
+  block = re.search(r'<!-- table:worked -->\n(.*?)<!-- /table -->', text,
+                    re.DOTALL).group(1)
+  for name in ('seed_gru_predictor', 'seed_rnn_prune_quant',
+               'seed_sensitivity_kd'):
+    with open(tmp_path / 'runs' / name / 'results.json') as f:
+      r = json.load(f)
+    row = next(l for l in block.splitlines() if f'`{name}.py`' in l)
+    assert f"{r['compressed_bytes']:,}" in row
+    metric = (f"RMSE {r['test_rmse']:.2f}" if r['task'] == 'forecasting'
+              else f"accuracy {r['test_accuracy']:.3f}")
+    assert metric in row, (metric, row)
+    assert f'--workdir=runs/readme/{name}' in block  # Its command is shown.
+  # The rest of the file is left as it was.
+  strip = lambda t: re.sub(r'<!-- table:worked -->.*?<!-- /table -->', '', t,
+                           flags=re.DOTALL)
+  assert strip(text) == strip(original)
+  # Rewriting from the same runs gives the same file.
+  again = subprocess.run(args + ['--tables_only'], cwd=ROOT,
+                         capture_output=True, text=True)
+  assert again.returncode == 0, again.stderr
+  assert readme.read_text() == text
+
+
+def test_every_table_of_the_readme_is_generated():
+  import readme_tables
+  text = open(os.path.join(ROOT, 'README.md')).read()
+  markers = re.findall(r'<!-- table:([a-z0-9_]+) -->', text)
+  assert sorted(markers) == sorted(readme_tables.TABLES)
+  for name, body in re.findall(
+      r'<!-- table:([a-z0-9_]+) -->\n(.*?)<!-- /table -->', text, re.DOTALL):
+    assert body.strip(), f'table {name} was never written'
