@@ -27,6 +27,7 @@ import sys
 import time
 from typing import Callable, NamedTuple, Sequence
 
+from compression import files
 from reproduce import fill_markers
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -185,6 +186,8 @@ COMPRESSION = [
      'of full rank, fine-tuned'),
     ('dct', 'gru_dct.py', '25% of 8x8-block DCT coefficients of the recurrent '
      'kernel'),
+    ('threshold', 'gru_threshold.py', 'weights with \\|w\\| < 0.3 max\\|w\\| '
+     'removed (threshold pruning), fine-tuned'),
     ('deep_compression', 'deep_compression.py', '95% pruning, then 16-cluster '
      'sharing of survivors, then Huffman (Han et al.)'),
 ]
@@ -426,17 +429,14 @@ def main(argv: Sequence[str] | None = None) -> int:
       results[run.name] = execute(run, root)
     commands = '\n'.join(f'    {r.shown()}' for r in runs)
     rendered[name] = (TABLES[name].render(results)
-                      + f'\n<details><summary>Commands</summary>\n\n'
+                      + '\n<details><summary>Commands</summary>\n\n'
                       + commands + '\n\n</details>\n')
   with open(args.readme) as f:
     text = f.read()
   current = dict(_blocks(text))
   current.update(rendered)
   text = fill_markers(text, current)
-  tmp = args.readme + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, args.readme)
+  files.atomic_write(args.readme, text)
   print(f'wrote {len(rendered)} table(s) into {args.readme}')
   return 0
 

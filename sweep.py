@@ -376,7 +376,9 @@ def ray_session(engine: Engine) -> Iterator[None]:
     try:
       ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
-      first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+      # One line: Ray's message can start with a bare 'failure from server:'.
+      first = ' '.join([ln.strip() for ln in str(e).splitlines()
+                        if ln.strip()][:2])[:300] or type(e).__name__
       hint = ('' if os.environ.get('RAY_AUTH_MODE') or 'find' in first else
               ' (a cluster started with token authentication, the default of '
               '`ray start`, also needs RAY_AUTH_MODE=token here)')

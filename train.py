@@ -33,7 +33,7 @@ import shutil
 import sys
 import threading
 import time
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from absl import app
 from absl import flags
@@ -51,15 +51,12 @@ import cli
 import compression
 from compression import distillation
 from compression import export as export_lib
+from compression import files
 import data
 import models
+from models.tasks import TASK_METRIC, finish_metrics, task_loss
 from compression.errors import InputError
 
-TASK_METRIC = {
-    'classification': 'accuracy',
-    'forecasting': 'rmse',
-    'language_model': 'bits_per_char',
-}
 
 # Keys every results.json holds (more may follow per task or method).
 RESULT_KEYS = (
@@ -178,63 +175,6 @@ def validate_numbers(config: Any) -> None:
   if isinstance(seed, bool) or not isinstance(seed, int) or not (
       0 <= seed < 2**32):
     raise InputError(f'seed: must be an integer in [0, 2^32), got {seed!r}')
-
-
-def task_loss(task: str, out: jax.Array, batch: dict[str, jax.Array],
-              weight: jax.Array | None = None) -> tuple[jax.Array, dict]:
-  """The training loss of a task and per-example sums for metrics.
-
-  Args:
-    task: 'classification' | 'forecasting' | 'language_model'.
-    out: the model output (logits or predictions), float32.
-    batch: 'y' targets (and 'x', 'lengths').
-    weight: (B,) example weights (0 for padding rows); None means all 1.
-
-  Returns:
-    (mean loss over weighted examples, dict of weighted sums: 'loss', 'count'
-    and the task's metric numerator).
-  """
-  out = out.astype(jnp.float32)
-  y = batch['y']
-  w = jnp.ones(y.shape[0], jnp.float32) if weight is None else weight
-  if task == 'classification':
-    per = optax.softmax_cross_entropy_with_integer_labels(out, y)
-    sums = {'correct': jnp.sum(w * (jnp.argmax(out, -1) == y))}
-    count = jnp.sum(w)
-  elif task == 'forecasting':
-    sq = jnp.mean(jnp.square(out - y), axis=-1)
-    per = sq
-    sums = {'sq_err': jnp.sum(w * sq * y.shape[-1])}
-    count = jnp.sum(w)
-  elif task == 'language_model':
-    # Mean over steps within a sequence; every step of a window is real.
-    per = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, y), -1)
-    sums = {'nats': jnp.sum(w * per * y.shape[-1])}
-    count = jnp.sum(w)
-  else:
-    raise InputError(f'task: unknown {task!r}; valid: ' + ', '.join(TASK_METRIC))
-  sums['loss'] = jnp.sum(w * per)
-  sums['count'] = count
-  loss = sums['loss'] / jnp.maximum(count, 1.0)
-  return loss, sums
-
-
-def finish_metrics(task: str, sums: dict[str, float], info: dict) -> dict:
-  """Turns summed statistics into the task's reported metrics."""
-  count = max(float(sums['count']), 1.0)
-  metrics = {'loss': float(sums['loss']) / count}
-  if task == 'classification':
-    metrics['accuracy'] = float(sums['correct']) / count
-  elif task == 'forecasting':
-    horizon = int(info['horizon'])
-    # Targets are normalized; report RMSE in the series' own units.
-    mse = float(sums['sq_err']) / (count * horizon)
-    metrics['rmse'] = math.sqrt(mse) * float(info['std'])
-    metrics['naive_rmse'] = float(info['naive_rmse'])
-  else:
-    seq_len = int(info['max_len'])
-    metrics['bits_per_char'] = float(sums['nats']) / (count * seq_len) / math.log(2)
-  return metrics
 
 
 def check_schedule(config: Any) -> None:
@@ -604,10 +544,7 @@ class MetricsWriter:
           if key[0] <= resume_step and key not in self._seen:
             self._seen.add(key)
             kept.append(line if line.endswith('\n') else line + '\n')
-      tmp = path + '.tmp'
-      with open(tmp, 'w') as f:
-        f.writelines(kept)
-      os.replace(tmp, path)
+      files.atomic_write(path, ''.join(kept))
     self._file = open(path, 'a')
 
   def write(self, step: int, split: str, metrics: dict) -> None:
@@ -635,19 +572,8 @@ def write_json(path: str, obj: dict) -> None:
   """
   if jax.process_index():
     return  # Only process 0 writes files in a multi-host job.
-  text = json.dumps(json_safe(obj), indent=1, sort_keys=True,
-                    allow_nan=False) + '\n'
-  tmp = path + '.tmp'
-  try:
-    with open(tmp, 'w') as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except OSError as e:
-    try:
-      os.remove(tmp)
-    except OSError:
-      pass
-    raise type(e)(e.errno, e.strerror, path) from None
+  files.atomic_write(path, json.dumps(json_safe(obj), indent=1,
+                                     sort_keys=True, allow_nan=False) + '\n')
 
 
 # Digests of the checkpoints of a workdir: {step: {field: sha256}}, written
@@ -1371,11 +1297,12 @@ def _check_same_run(config: Any, workdir: str, resuming: bool) -> None:
   Variants of one recipe (`gru_qat.py:bits=8` and `:bits=4`) have checkpoints
   of the same structure, so resuming the wrong one would go unnoticed.
   """
-  path = os.path.join(workdir, 'config.json')
-  if not resuming or not os.path.exists(path):
+  if not resuming:
     return
-  with open(path) as f:
-    before = _flat(json.load(f))
+  saved = read_run_config(workdir, 'workdir')
+  if saved is None:
+    return
+  before = _flat(saved.to_dict())
   now = _flat(json.loads(json.dumps(config.to_dict())))
   ignore = ('overrides', 'arg', 'train.log_every', 'train.eval_every')
   for key in sorted(set(before) | set(now)):

@@ -10,39 +10,37 @@ the artifact's payload is exactly the total counted here.
 
 Composing a chain
 -----------------
-`compressor.export(params, state)` of a chain gives one `{path: entry}` dict
-per method, in chain order. For each dense leaf path L the encoder collects
-the entries at L, walking the chain from the outermost method (the first, the
-one closest to the dense view) inward, and composes them by role:
+`compressor.export(params, state)` of a chain gives one `{path: Record}`
+dict per method, in chain order (`compression.records`). Accounting never
+looks at which method wrote a record, only at its fields; for each dense leaf
+it takes, walking the chain from the outermost method (the first, the one
+closest to the dense view) inward:
 
-1. *Where* values are stored (positions): a `prune` entry at L (its bitmap or
-   relative indices) gives the kept positions; nothing else is stored for the
-   pruned ones, which decode as exactly 0.
-2. *What* is stored at those positions (the value coder): the codes of a
-   `quantize` entry at L (integer codes of the kept positions only, plus the
-   scale, per channel or per tensor, and the asymmetric zero point), or the
-   cluster indices of a `kmeans` entry at L (indices of the kept positions plus
-   the codebook), or else float32 values.
-3. *Transforms*: a `dct` entry at L stores its kept coefficient positions and
-   values (float32, or codes + scale), and the leaf is the inverse DCT; a
-   `lowrank` entry at P makes the dense leaves `P/u` and `P/v` (the model
-   multiplies through the factor dict), each encoded by rules 1-2 with the
-   entries at `P/u`, `P/v` (e.g. `lowrank,quantize` with regex `.*kernel/(u|v)`);
-   a shared `u` (`u_of`) is a reference to the other leaf, stored once.
+1. *Where* values are stored: the first record with `positions`; nothing is
+   stored for the other positions, which decode as exactly 0.
+2. *What* is stored there (the value coder): the first record with `codes`
+   (integer codes of the kept positions only, plus the scale, per channel or
+   per tensor, and an asymmetric grid's zero point) or a `codebook` (indices
+   of the kept positions plus the shared values); else float32 values.
+3. A record with a `transform` describes the whole leaf: its positions and
+   codes (or float coefficients) are over the transform's coefficients, and
+   the leaf is the inverse transform. A record with `ref` makes the leaf a
+   reference to another leaf, stored once (a shared low-rank factor).
 
-So `prune,quantize` stores positions + codes of kept values + scales;
-`prune,kmeans` (Deep Compression) positions + indices of kept values +
-codebook; `lowrank,quantize` the factors' codes and scales. A leaf that no
-method touches (biases, embeddings, the head by default) is float32. When a
-value coder maps many positions to exactly 0 (a k-means zero cluster after
-pruning, the zero code of a quantized pruned kernel, or a float leaf full of
-zeros), the encoder also stores it sparse when that is smaller: the decoded
-values are unchanged.
+So pruning then quantization stores positions + codes of kept values +
+scales; pruning then weight sharing (Deep Compression) positions + indices of
+kept values + codebook; factors are dense leaves of their own (`P/u`, `P/v`)
+and take records like any other. A leaf without records (biases, embeddings,
+the head by default) is float32. When a value coder maps many positions to
+exactly 0 (a zero cluster of shared values, the zero code of an integer
+grid, or a float leaf full of zeros), the encoder also stores it sparse
+when that is smaller: the decoded values are unchanged.
 
 Each plan is checked: `plan` decodes every leaf and compares it with the dense
-leaf (bit for bit; DCT, whose inverse transform is float arithmetic, to 1e-5).
-A leaf that does not match falls back to float32 (`encoding` then ends in
-'+fallback'), so the artifact never holds a wrong model.
+leaf (bit for bit; an inverse transform, which is float arithmetic, to 1e-5).
+Records that do not reproduce their leaf are an error (one line naming the
+leaf), never a silent float32 copy, so the artifact never holds a wrong model
+and never one larger than its records promise.
 
 Node kinds (JSON-able dicts; `s` fields index the leaf's streams):
 
@@ -59,15 +57,16 @@ Node kinds (JSON-able dicts; `s` fields index the leaf's streams):
   sparse    `pos` (position stream), `fmt` ('bitmap' | 'gaps'), `b` (bits of
             a relative index), `count` (kept positions), `v` (the value node
             of the kept positions, in row-major order); others are 0
-  dct       `br`, `bc` (block shape), `c` (a sparse node over the coefficient
-            grid); the leaf is the inverse 2-D DCT of the coefficients
+  cosine    `br`, `bc` (block shape), `c` (a node over the coefficient
+            grid); the leaf is the inverse blockwise 2-D cosine transform of the
+            coefficients (`compression.transforms`)
   ref       `path`: the leaf is a copy of another leaf (shared factor)
   ========  =================================================================
 
 Positions: `bitmap` is one bit per element (1 = kept); `gaps` are relative
 indices as in Deep Compression with b-bit symbols: symbol d in 1..2^b-1 moves
 d positions past the previous kept one (the first from position -1) and keeps
-it; symbol 0 moves 2^b-1 positions and keeps nothing (so long runs of pruned
+it; symbol 0 moves 2^b-1 positions and keeps nothing (so long runs of removed
 weights need no filler values). The encoder picks the format and b in 2..8
 that store fewest bytes.
 
@@ -401,7 +400,8 @@ class Leaf:
     path: '/'-joined path in the dense tree.
     shape: the leaf's shape.
     methods: the chain methods whose entries shaped it.
-    encoding: a short name ('float32', 'prune+quantize', ...).
+    encoding: the names of the methods whose records shaped it, joined by
+      '+' ('float32' for none; '+sparse' when its zeros were dropped).
     node: the JSON-able node tree (see the module docstring).
     streams: the streams the node indexes.
     nonzeros: nonzero values of the decoded leaf.
@@ -686,7 +686,7 @@ def _encode_leaf(dense: np.ndarray, found: Sequence[records.Record],
   node, streams = _values(flat, None, coder, coding)
   if not zero_rule:
     return node, streams, False
-  # Many exact zeros (a k-means zero cluster, zero codes, a pruned float
+  # Many exact zeros (a zero cluster, zero codes, a sparse float
   # leaf): store only the nonzero positions when that is smaller.
   nz = np.flatnonzero(flat != 0)
   if nz.size < n:
@@ -743,7 +743,7 @@ def plan(dense: Any, exports: Any, methods: Sequence[str],
   Raises:
     InputError: unknown coding, exports that do not match the methods, a
       value that is not a Record, a record for a leaf the tree lacks, or
-      records that do not reproduce their leaf (bit for bit; DCT to 1e-5).
+      records that do not reproduce their leaf (bit for bit; an inverse transform to 1e-5).
   """
   if coding not in CODINGS:
     raise InputError(f'coding: unknown {coding!r}; valid: {", ".join(CODINGS)}')

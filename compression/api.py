@@ -13,7 +13,8 @@ from typing import Any, Callable
 from compression.core import Compressor, chain, identity, param_paths, select
 from compression.errors import InputError
 
-_METHOD_MODULES = ('quantization', 'clustering', 'pruning', 'lowrank', 'dct')
+_METHOD_MODULES = ('quantization', 'clustering', 'pruning', 'lowrank', 'dct',
+                   'threshold')
 
 
 def _collect() -> dict[str, Any]:

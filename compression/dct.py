@@ -50,7 +50,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import jax
@@ -61,7 +60,7 @@ import numpy as np
 from compression import core
 from compression import records
 from compression import transforms
-from compression.transforms import dct_matrix
+from compression.transforms import dct_matrix  # noqa: F401  (re-exported)
 from compression.errors import InputError
 
 Params = core.Params

@@ -80,6 +80,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from compression import accounting
+from compression import files
 from compression.errors import InputError
 
 MAGIC = b'RNNC'
@@ -226,12 +227,7 @@ def write(path: str, *, dense: Any, exports: Any, methods: Sequence[str],
   if hidden and (hidden.get('bits') or hidden.get('cell_bits')):
     meta['hidden_state'] = hidden  # Absent: the state is not quantized.
   blob = encode(leaves, meta, coding)
-  # Every process of a multi-process run writes the same bytes to the same
-  # path: a temp name of its own keeps one's rename from taking another's.
-  tmp = f'{path}.{os.getpid()}.tmp'
-  with open(tmp, 'wb') as f:
-    f.write(blob)
-  os.replace(tmp, path)
+  files.atomic_write(path, blob)
   report = accounting.account(nested, exports, methods)
   head_len = _PREFIX.unpack_from(blob)[3]
   payload = sum(l.bytes(coding) for l in leaves)

@@ -97,7 +97,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -106,7 +106,7 @@ import numpy as np
 
 from compression import core
 from compression import records
-from compression.core import Compressor, path_str, select
+from compression.core import Compressor
 from compression.errors import InputError
 
 Params = Any

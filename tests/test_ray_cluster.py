@@ -6,8 +6,8 @@ with a temp dir and client/agent ports of their own so that no other Ray on
 the machine is touched); the `:smoke` grid of configs/gru_prune.py runs
 through `--ray_address=host:port`. The two fine-tuned points reserve one CPU
 each and run at once, so the grid uses both nodes. Then one point, rerun
-through Ray Client (`ray://`) with `--point_resources=worker_slot=1`, runs on
-the worker node and resumes from its checkpoint. The nodes are stopped by signalling the two
+with `--ray_address=auto` and `--point_resources=worker_slot=1`, runs on the
+worker node and resumes from its checkpoint. The nodes are stopped by signalling the two
 `ray start --block` processes this test started (never `ray stop`, which
 stops every Ray on the machine).
 """
@@ -67,13 +67,13 @@ def test_sweep_on_a_two_node_cluster(tmp_path):
   temp = tempfile.mkdtemp(prefix='rc', dir='/tmp')
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'RAY_AUTH_MODE': 'token',
          'RAY_USAGE_STATS_ENABLED': '0'}
-  port, client_port = _free_port(), _free_port()
+  port = _free_port()
   nodes = []
   try:
     nodes.append(_start_node(
         ['--head', f'--port={port}', '--num-cpus=1',
          '--resources={"head_slot": 1}', '--include-dashboard=false',
-         f'--ray-client-server-port={client_port}',
+         f'--ray-client-server-port={_free_port()}',
          f'--dashboard-agent-listen-port={_free_port()}',
          f'--temp-dir={temp}'], str(tmp_path / 'head.log'), env))
     nodes.append(_start_node(
@@ -96,13 +96,15 @@ def test_sweep_on_a_two_node_cluster(tmp_path):
         used.add(json.load(f)['node'])
     assert len(used) == 2  # Both nodes ran points.
 
-    # One point again, through Ray Client, placed by a custom resource only
-    # the worker offers.
+    # One point again, joining with `auto`, placed by a custom resource only
+    # the worker offers. (`auto` finds a cluster through $RAY_ADDRESS, or
+    # the default temp dir's record, which this cluster does not use.)
     os.remove(os.path.join(work, 'prune0.9_s0', 'results.json'))
     run = subprocess.run(
         [sys.executable, 'sweep.py', '--config=configs/gru_prune.py:smoke',
-         f'--workdir={work}', f'--ray_address=ray://127.0.0.1:{client_port}',
-         '--point_resources=worker_slot=1'], cwd=ROOT, env=env,
+         f'--workdir={work}', '--ray_address=auto',
+         '--point_resources=worker_slot=1'], cwd=ROOT,
+        env={**env, 'RAY_ADDRESS': f'127.0.0.1:{port}'},
         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert run.stdout.count(' run ') == 1 and ' run prune0.9_s0' in run.stdout
