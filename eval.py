@@ -184,20 +184,20 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   logging.set_verbosity(logging.WARNING)
-  train.configure_cpu_devices_from_flag()
+  cli.configure_cpu_devices_from_flag()
   if ARTIFACT_FLAG.value:
     def run_artifact():
       print(json.dumps(evaluate_artifact(ARTIFACT_FLAG.value), indent=1,
                        sort_keys=True))
 
-    train.run_cli(run_artifact)
+    cli.run_cli(run_artifact)
     return
-  if train.CONFIG_FLAG.value is None and not train.WORKDIR_FLAG.value:
+  if cli.CONFIG_FLAG.value is None and not cli.WORKDIR_FLAG.value:
     raise app.UsageError('--config or --workdir is required (or '
                          '--artifact=PATH)')
-  config = (train.config_from_flags() if train.CONFIG_FLAG.value is not None
+  config = (cli.config_from_flags() if cli.CONFIG_FLAG.value is not None
             else None)
-  workdir = train.WORKDIR_FLAG.value or os.path.join('runs', config.name or 'run')
+  workdir = cli.WORKDIR_FLAG.value or os.path.join('runs', config.name or 'run')
 
   def run():
     report = evaluate(config, workdir, export=EXPORT_FLAG.value,
@@ -207,8 +207,9 @@ def main(argv: list[str]) -> None:
       report = {k: v for k, v in report.items() if k != 'leaves'}
     print(json.dumps(report, indent=1, sort_keys=True))
 
-  train.run_cli(functools.partial(run))
+  cli.run_cli(functools.partial(run))
 
 
 if __name__ == '__main__':
+  flags.adopt_module_key_flags(cli)  # --help lists them.
   app.run(main, flags_parser=cli.parse_flags)

@@ -618,5 +618,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-  import train  # pylint: disable=g-import-not-at-top
-  sys.exit(train.run_cli(main))  # A workdir OSError is one line, exit 2.
+  import cli  # pylint: disable=g-import-not-at-top
+  sys.exit(cli.run_cli(main))  # A workdir OSError is one line, exit 2.

@@ -70,6 +70,7 @@ from compression import quantization
 from configs import common
 import data
 from models import cells
+import cli
 import train
 
 GATES = {'gru': 3, 'lstm': 4, 'rnn': 1}
@@ -276,13 +277,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   args = parser.parse_args(argv)
 
   # Before anything touches a device; no effect on GPU/TPU.
-  train.configure_cpu_devices(args.cpu_devices)
+  cli.configure_cpu_devices(args.cpu_devices)
   devices = jax.devices()
   n_dev = len(devices)
   one = devices[:1]
   use_torch = not args.no_torch
   torch_threads = args.torch_threads or (
-      n_dev if devices[0].platform == 'cpu' else train.usable_cores())
+      n_dev if devices[0].platform == 'cpu' else cli.usable_cores())
   if use_torch:
     import torch  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(torch_threads)

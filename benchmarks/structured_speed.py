@@ -28,11 +28,12 @@ import numpy as np
 from benchmarks import timing
 from compression import pruning
 import models
+import cli
 import train
 
 # train.py defines --config and --workdir (a trained run; none = random).
-CONFIG = train.CONFIG_FLAG
-WORKDIR = train.WORKDIR_FLAG
+CONFIG = cli.CONFIG_FLAG
+WORKDIR = cli.WORKDIR_FLAG
 BATCH = flags.DEFINE_integer('batch', 256, 'Sequences per timed forward pass.')
 REPEATS = flags.DEFINE_integer('repeats', 200, 'Timed calls per model.')
 
@@ -60,7 +61,7 @@ def load_dense(config, setup) -> dict:
 def main(argv: list[str]) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore.
-  train.configure_cpu_devices_from_flag()
+  cli.configure_cpu_devices_from_flag()
   config = CONFIG.value
   with config.unlocked():
     # The run's own checkpoint holds the parameters; do not retrain a source.

@@ -1,7 +1,7 @@
 """Workdir failures run in a process of their own (see test_integrity.py).
 
 `python tests/integrity_cases.py ROOT SHA256` runs each case below through
-`train.run_cli` (the path every entry point takes) and prints one JSON object
+`cli.run_cli` (the path every entry point takes) and prints one JSON object
 mapping case -> {'code': exit status, 'stderr': lines written to fd 2}. The
 caller prepares ROOT (a read-only mount, a small tmpfs, a directory without
 write permission, files where directories belong) and starts this script
@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
 import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
 import eval as eval_lib  # pylint: disable=g-import-not-at-top
+import cli  # pylint: disable=g-import-not-at-top
 import train  # pylint: disable=g-import-not-at-top
 from configs import gru_baseline  # pylint: disable=g-import-not-at-top
 
@@ -37,14 +38,14 @@ def small_config() -> Any:
 
 
 def run_case(fn: Callable[[], Any]) -> dict[str, Any]:
-  """Runs `fn` under `train.run_cli`; its exit code and its stderr lines."""
+  """Runs `fn` under `cli.run_cli`; its exit code and its stderr lines."""
   sys.stderr.flush()
   saved = os.dup(2)
   with tempfile.TemporaryFile(mode='w+') as err:
     os.dup2(err.fileno(), 2)
     code = 0
     try:
-      train.run_cli(fn)
+      cli.run_cli(fn)
     except SystemExit as e:
       code = e.code
     finally:

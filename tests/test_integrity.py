@@ -40,6 +40,7 @@ from configs import common
 import data
 import eval as eval_lib
 import models
+import cli
 import train
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -351,12 +352,12 @@ def test_run_cli_turns_os_errors_into_one_line(tmp_path, capsys):
                     (orbax_like, 'No space left on device; the disk is full: '
                      'free space, then rerun the same command')):
     with pytest.raises(SystemExit) as e:
-      train.run_cli(fn)
+      cli.run_cli(fn)
     assert e.value.code == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith('error: ' + str(tmp_path))
     assert match in err[0]
-  assert train.run_cli(lambda: 7) == 7
+  assert cli.run_cli(lambda: 7) == 7
 
 
 def _isolated_command():
@@ -426,7 +427,7 @@ def test_workdir_failures_are_one_line_and_a_full_disk_resumes(base,
 
 def test_sweep_and_reproduce_report_a_workdir_error_in_one_line(
     tmp_path, capsys):
-  """Their command lines run `main` through train.run_cli, as here."""
+  """Their command lines run `main` through cli.run_cli, as here."""
   import reproduce  # pylint: disable=g-import-not-at-top
   import sweep  # pylint: disable=g-import-not-at-top
   blocker = tmp_path / 'file'
@@ -437,7 +438,7 @@ def test_sweep_and_reproduce_report_a_workdir_error_in_one_line(
       (reproduce.main, ['--smoke', '--tables_only',
                         f'--root={blocker / "reproduction"}'])):
     with pytest.raises(SystemExit) as e:
-      train.run_cli(lambda: main(argv))  # pylint: disable=cell-var-from-loop
+      cli.run_cli(lambda: main(argv))  # pylint: disable=cell-var-from-loop
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f'error: {blocker}/'), err
