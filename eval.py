@@ -80,10 +80,30 @@ def evaluate(config: Any, workdir: str, export: bool = False,
     if config is not None and config.name and saved.name != config.name:
       raise InputError(f'--config: {workdir} holds a {saved.name!r} run, not '
                        f'{config.name!r}')
+    if config is not None:
+      # The run is evaluated as it was trained; only how it is batched may
+      # change (the batch must divide by this host's device count).
+      with saved.unlocked():
+        for key in sorted(train.given_keys(config)):
+          if key not in ('data.batch_size', 'data.eval_batch_size'):
+            raise InputError(
+                f'--config.{key}: eval.py evaluates the run in {workdir} as '
+                'its config.json describes it; only --config.data.batch_size '
+                'and --config.data.eval_batch_size may change')
+          saved.data[key.split('.')[1]] = config.data[key.split('.')[1]]
     config = saved
   elif config is None:
     raise InputError(f'workdir {workdir}: holds no config.json; give the '
                      'recipe with --config')
+  if config.init_from and not os.path.isdir(
+      os.path.join(config.init_from, 'checkpoints')):
+    # The run's own checkpoint holds everything; the source it started from
+    # may have moved or gone (it only shapes a few data-dependent states,
+    # such as a low-rank energy rule's ranks).
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.init_from = ''
+      config.needs_source = False
   setup = train.build(config)
   target = train.init_state(config, setup,
                             teacher_width=train.teacher_width(config, workdir))
@@ -107,6 +127,10 @@ def evaluate(config: Any, workdir: str, export: bool = False,
     report.update(export_lib.write_run(
         config, setup.dataset.task, setup.dataset.info, setup.compressor,
         params, comp_state, dense, workdir, coding=coding))
+    # Against the uncompressed model, as results.json has it.
+    report['dense_bytes'] = 4 * train.model_param_count(setup)
+    report['compression_ratio'] = (report['dense_bytes']
+                                   / report['compressed_bytes'])
     report['coding'] = coding
     report['leaves'] = accounting.account(
         dense, setup.compressor.export(params, comp_state),

@@ -22,13 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from typing import Callable, NamedTuple, Sequence
 
 from compression import files
-from reproduce import fill_markers
+
+# A generated block: marker, table name, body, end marker.
+_MARKER = r'<!-- table:([a-z0-9_]+) -->'
+_BLOCK = r'(<!-- table:([a-z0-9_]+) -->\n)(.*?)(<!-- /table -->)'
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 README = os.path.join(ROOT, 'README.md')
@@ -433,19 +437,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                       + commands + '\n\n</details>\n')
   with open(args.readme) as f:
     text = f.read()
-  current = dict(_blocks(text))
-  current.update(rendered)
-  text = fill_markers(text, current)
+  missing = sorted(set(rendered) - set(re.findall(_MARKER, text)))
+  if missing:
+    print(f'error: {args.readme} has no marker <!-- table:{missing[0]} -->',
+          file=sys.stderr)
+    return 2
+  text = re.sub(_BLOCK, lambda m: (m.group(1) + rendered[m.group(2)]
+                                   + m.group(4)) if m.group(2) in rendered
+                else m.group(0), text, flags=re.DOTALL)
   files.atomic_write(args.readme, text)
   print(f'wrote {len(rendered)} table(s) into {args.readme}')
   return 0
-
-
-def _blocks(text: str) -> list[tuple[str, str]]:
-  """(name, body) of every table marker already in `text`."""
-  import re  # pylint: disable=g-import-not-at-top
-  return [(m.group(1), m.group(2)) for m in re.finditer(
-      r'<!-- table:([a-z0-9_]+) -->\n(.*?)<!-- /table -->', text, re.DOTALL)]
 
 
 if __name__ == '__main__':

@@ -47,6 +47,7 @@ import orbax.checkpoint as ocp
 
 import cli
 import compression
+from compression import accounting
 from compression import distillation
 from compression import export as export_lib
 from compression import files
@@ -240,16 +241,30 @@ def build(config: Any, devices: Sequence[Any] | None = None) -> Setup:
 def check(config: Any) -> None:
   """Every input check, before anything trains or is written.
 
-  Builds the setup and runs the compressor's `init` on freshly initialized
-  parameters (cheap, uncompiled), so a rank larger than a matrix or a block
-  that does not divide a kernel is reported even when a source model would
-  otherwise be trained first.
+  Builds the setup and runs the compressor on freshly initialized parameters
+  (cheap, uncompiled): `init`, `apply`, `export`, and the accounting of the
+  records, so a rank larger than a matrix, a block that does not divide a
+  kernel, or a chain of methods whose result has no exact encoding is
+  reported before any training (also of a source model trained first).
   """
   setup = build(config)
   example = jax.tree.map(lambda a: a[:2], setup.dataset.train)
   params = setup.model.init(jax.random.PRNGKey(0), example['x'],
                             example['lengths'])['params']
-  setup.compressor.init(params)
+  chain = config.compression.methods or '(none)'
+  try:
+    params, state = setup.compressor.init(params)
+    dense = jax.device_get(setup.compressor.apply(params, state))
+    exports = setup.compressor.export(jax.device_get(params),
+                                      jax.device_get(state))
+  except InputError:
+    raise
+  except (ValueError, TypeError, AttributeError, KeyError) as e:
+    raise InputError(f'compression.methods: the chain {chain!r} cannot be '
+                     f'built in this order ({cli.first_line(e)}); the methods '
+                     'apply last to first, like optax.chain') from None
+  accounting.plan(dense, exports,
+                  compression.method_names(config.compression), 'fixed')
 
 
 def init_state(config: Any, setup: Setup,
@@ -927,11 +942,19 @@ def given_keys(config: Any) -> set[str]:
   return set(cli.override_keys(str(config.overrides).split()))
 
 
-def inherit(config: Any) -> Any:
-  """Takes the model and data of the `init_from` run from its config.json.
+# Model fields that fix the parameters' shapes: a run that starts from a
+# trained source must build the same (compress.py takes them from it).
+SHAPE_FIELDS = ('cell', 'hidden', 'layers', 'pooling', 'embed_dim')
 
-  Fields the command line set explicitly are kept (and the data must then
-  still match the source's).
+
+def inherit(config: Any) -> Any:
+  """Takes the data (and for compress.py the model) of the `init_from` run.
+
+  The source's config.json is the truth: the run trains on the source's
+  data unless the command line set data fields (the data must then still
+  match). A recipe that builds its own model (every one but compress.py)
+  must build the source's; a difference the command line did not ask for is
+  one error line rather than a silently different model.
 
   Args:
     config: the run's config.
@@ -940,7 +963,8 @@ def inherit(config: Any) -> Any:
     The config, updated when `init_from` names a trained workdir.
 
   Raises:
-    InputError: a damaged config.json, or a source trained on other data.
+    InputError: a damaged config.json, a source trained on other data, or a
+      source whose model differs from the recipe's.
   """
   if not config.init_from:
     return config
@@ -956,8 +980,16 @@ def inherit(config: Any) -> Any:
       if f'data.kwargs.{key}' not in given:
         config.data.kwargs[key] = source.data.kwargs.get(key)
     for key in config.model.keys():
-      if f'model.{key}' not in given and key in source.model:
+      if key not in source.model or f'model.{key}' in given:
+        continue
+      if config.needs_source or key not in SHAPE_FIELDS:
         config.model[key] = source.model[key]
+      elif config.model[key] != source.model[key]:
+        raise InputError(
+            f'init_from: {config.init_from} holds a model with model.{key}='
+            f'{source.model[key]!r}, this recipe builds {config.model[key]!r}'
+            f' (give the recipe the same model, e.g. its cell= arg, or use '
+            'configs/compress.py, which takes the model from the source)')
   check_same_data(config, source, 'init_from', config.init_from)
   return config
 
@@ -987,30 +1019,53 @@ def with_run_data(recipe: Any, run: Any, model: bool) -> Any:
       for key in recipe.model.keys():
         if key in run.model:
           recipe.model[key] = run.model[key]
+    # The run's data (and model) flags carry on to the source's own sources
+    # (deep_compression's stages) and show in its results.json label.
+    kinds = ('data.', 'model.') if model else ('data.',)
+    recipe.overrides = ' '.join(
+        a for a in str(run.overrides).split()
+        if any(k.startswith(kinds) for k in cli.override_keys([a])))
   return recipe
 
 
 def prepare_init(config: Any, workdir: str) -> Any:
-  """Trains the `init_config` run first when its workdir has no checkpoint.
+  """Trains the `init_config` run into `<workdir>/init` when it is missing.
 
-  The source run trains on this run's data and model (a trained source
-  workdir's own config.json decides instead: see `inherit`).
+  That source run trains on this run's data, with its model. An `init_from`
+  the command line names is never trained into: it must hold a trained run
+  (a sweep trains its shared baselines in an earlier stage).
 
   Returns:
-    The config with `init_from` set to the (now trained) source workdir.
+    The config with `init_from` set to the (trained) source's absolute path.
+
+  Raises:
+    InputError: an `init_from` that holds no trained run, or an
+      `<workdir>/init` trained on other data than this run's.
   """
   if not config.init_config:
     return config
-  source = config.init_from or os.path.join(workdir, 'init')
-  if not os.path.isdir(os.path.join(source, 'checkpoints')) or not os.path.exists(
-      os.path.join(source, 'results.json')):
-    log('training the initial model %s into %s', config.init_config, source)
-    init = with_run_data(load_recipe(config.init_config, 'init_config'),
-                         config, model=True)
-    train_and_evaluate(init, source)
+  trained = lambda d: os.path.isdir(os.path.join(d, 'checkpoints')) and (
+      os.path.exists(os.path.join(d, 'results.json')))
+  if config.init_from:
+    source = config.init_from
+    if not trained(source):
+      raise InputError(
+          f'init_from: {source} holds no trained run (checkpoints/ and '
+          f'results.json); train it first, or leave init_from empty to train '
+          f'{config.init_config} into <workdir>/init')
+  else:
+    source = os.path.join(workdir, 'init')
+    if not trained(source):
+      log('training the initial model %s into %s', config.init_config, source)
+      init = with_run_data(load_recipe(config.init_config, 'init_config'),
+                           config, model=True)
+      train_and_evaluate(init, source)
+    saved = read_run_config(source, 'init_config')
+    if saved is not None:
+      check_same_data(config, saved, 'init_config', source)
   config = config.copy_and_resolve_references()
   with config.unlocked():
-    config.init_from = source
+    config.init_from = os.path.abspath(source)
   return config
 
 
@@ -1297,6 +1352,10 @@ def _check_same_run(config: Any, workdir: str, resuming: bool) -> None:
     return
   before = _flat(saved.to_dict())
   now = _flat(json.loads(json.dumps(config.to_dict())))
+  for key in ('init_from', 'teacher.workdir'):  # The same place, spelt apart.
+    for flat in (before, now):
+      if flat.get(key):
+        flat[key] = os.path.realpath(flat[key])
   ignore = ('overrides', 'arg', 'train.log_every', 'train.eval_every')
   for key in sorted(set(before) | set(now)):
     if key in ignore or key.startswith('train.checkpoint'):

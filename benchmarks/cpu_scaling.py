@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from train import usable_cores
+from cli import usable_cores
 
 _WORKER = r'''
 import os, sys, time

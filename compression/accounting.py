@@ -97,7 +97,8 @@ from compression.errors import InputError
 
 CODINGS = ('fixed', 'huffman')
 MAX_CODE_LEN = 15  # Huffman code lengths fit a 4-bit table entry.
-# An inverse transform is float arithmetic, exact only to rounding.
+# An inverse transform is float arithmetic, exact only to rounding: its
+# leaves match to this tolerance times max(1, max|w|).
 TRANSFORM_ATOL = 1e-5
 
 
@@ -654,32 +655,47 @@ def _first(found: Sequence[records.Record], field: str
   return None
 
 
+def _coder_of(found: Sequence[records.Record]):
+  """The value coder of the first record with codes or a codebook."""
+  for rec in found:
+    if rec.codes is not None or rec.codebook is not None:
+      return _coder(rec)
+  return None
+
+
 def _encode_leaf(dense: np.ndarray, found: Sequence[records.Record],
                  coding: str, zero_rule: bool = True
                  ) -> tuple[dict, list[Stream], bool]:
   """(node, streams, stored sparse by the zero rule) of one dense leaf.
 
-  The records of the chain are merged by their fields: a `ref` makes the
-  leaf a reference; a `transform` record describes the whole leaf (its
-  positions and codes are over the coefficients); otherwise the first
-  record with positions says where values are kept and the first with codes
-  or a codebook says how they are coded (float32 when none does).
+  The records are in chain order, outermost first. A `ref` makes the leaf a
+  reference. The records before the first `transform` describe the leaf
+  itself: the first with positions says where values are kept, the first
+  with codes or a codebook how they are coded (float32 when none does).
+  When none of them does either, a `transform` record describes the whole
+  leaf in its domain: its positions and codes (or those of the records after
+  it, which act on the coefficients), else its float coefficients.
   """
   n = int(dense.size)
   flat = np.asarray(dense, np.float32).reshape(-1)
   ref = _first(found, 'ref')
   if ref is not None:
     return {'k': 'ref', 'path': ref.ref}, [], False
-  tr = _first(found, 'transform')
-  if tr is not None:
-    t = tr.transform
-    coef = (np.zeros(n, np.float32) if tr.coefficients is None else
-            np.asarray(tr.coefficients, np.float32).reshape(-1))
-    node, streams = _values(coef, tr.positions, _coder(tr), coding)
-    return {'k': t.kind, 'br': int(t.block[0]), 'bc': int(t.block[1]),
-            'c': node}, streams, False
-  where = _first(found, 'positions')
-  coder = _coder(_first(found, 'codes') or _first(found, 'codebook'))
+  t = next((i for i, r in enumerate(found) if r.transform is not None),
+           len(found))
+  outer = found[:t]
+  where = _first(outer, 'positions')
+  coder = _coder_of(outer)
+  if t < len(found) and where is None and coder is None:
+    tr = found[t]
+    inner = found[t:]
+    coef = (np.asarray(tr.coefficients, np.float32).reshape(-1)
+            if tr.coefficients is not None else np.zeros(n, np.float32))
+    kept = _first(inner, 'positions')
+    node, streams = _values(coef, None if kept is None else kept.positions,
+                            _coder_of(inner), coding)
+    return {'k': tr.transform.kind, 'br': int(tr.transform.block[0]),
+            'bc': int(tr.transform.block[1]), 'c': node}, streams, False
   if where is not None:
     node, streams = _values(flat, where.positions, coder, coding)
     return node, streams, False
@@ -783,7 +799,10 @@ def _check_decodes(path: str, encoding: str, node: dict,
   """Raises unless the planned leaf decodes to `value`."""
   try:
     got = decode_leaf(node, [s.data for s in streams], tuple(value.shape))
-    tol = TRANSFORM_ATOL if node['k'] in transforms.KINDS else 0.0
+    tol = 0.0
+    if node['k'] in transforms.KINDS:  # Relative to the leaf's magnitude.
+      tol = TRANSFORM_ATOL * max(1.0, float(np.max(np.abs(value),
+                                                   initial=0.0)))
     ok = got.shape == value.shape and (
         np.array_equal(got, value.astype(np.float32)) if tol == 0 else
         np.allclose(got, value, rtol=0, atol=tol))

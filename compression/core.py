@@ -131,7 +131,10 @@ def chain(*methods: Compressor) -> Compressor:
                jnp.zeros((), jnp.float32))
 
   def export(params, state):
-    return tuple(m.export(params, s) for m, s in zip(methods, state))
+    # Each method describes the tree it receives in `apply` (the later
+    # methods already applied), so its records match what it computes.
+    return tuple(m.export(_after(methods, state, i, params), s)
+                 for i, (m, s) in enumerate(zip(methods, state)))
 
   def calibrate(params, state, loss_fn):
     # Each method calibrates with the later methods' state fixed; the loss it

@@ -50,7 +50,7 @@ def block_dct(w: Any, bm: int, bn: int, xp: Any = np) -> Any:
   dm = xp.asarray(dct_matrix(bm), w.dtype)
   dn = xp.asarray(dct_matrix(bn), w.dtype)
   w4 = w.reshape(m // bm, bm, n // bn, bn)
-  c4 = xp.einsum('ki,aibj,lj->akbl', dm, w4, dn)
+  c4 = xp.einsum('ki,aibj,lj->akbl', dm, w4, dn, **_exact(xp))
   return c4.reshape(m, n)
 
 
@@ -70,8 +70,14 @@ def block_idct(c: Any, bm: int, bn: int, xp: Any = np) -> Any:
   dm = xp.asarray(dct_matrix(bm), c.dtype)
   dn = xp.asarray(dct_matrix(bn), c.dtype)
   c4 = c.reshape(m // bm, bm, n // bn, bn)
-  w4 = xp.einsum('ki,akbl,lj->aibj', dm, c4, dn)
+  w4 = xp.einsum('ki,akbl,lj->aibj', dm, c4, dn, **_exact(xp))
   return w4.reshape(m, n)
+
+
+def _exact(xp: Any) -> dict:
+  """Full float32 products under JAX: accelerators would otherwise use
+  TF32 or bf16 passes, and the artifact's float64 decoding would disagree."""
+  return {} if xp is np else {'precision': 'highest'}
 
 
 def inverse(kind: str, coefficients: np.ndarray, block: tuple[int, int]

@@ -34,6 +34,11 @@ from configs import common
 from configs import gru_baseline
 
 
+def _named(name: str, cell: str) -> str:
+  """The recipe's name; another cell's runs get their own default workdir."""
+  return name if cell == 'gru' else f'{cell}_{name}'
+
+
 def get_config(arg=None):
   """The weight-sharing stage, or with `:stage=prune` the pruning stage."""
   a = common.parse_arg(arg, cell='gru', smoke=False, stage='share',
@@ -42,7 +47,7 @@ def get_config(arg=None):
   c.arg = arg or ''
   common.use_cell(c, a.cell)
   if a.stage == 'prune':
-    c.name = 'deep_compression_prune'
+    c.name = _named('deep_compression_prune', a.cell)
     c.init_config = 'gru_baseline.py:smoke' if a.smoke else 'gru_baseline'
     c.compression.methods = 'prune'
     c.compression.prune = pruning.config(
@@ -63,7 +68,7 @@ def get_config(arg=None):
   if a.stage != 'share':
     raise common.InputError(f"config arg stage: {a.stage!r}; valid: share, "
                             'prune')
-  c.name = 'deep_compression'
+  c.name = _named('deep_compression', a.cell)
   prune_arg = f'stage=prune,sparsity={a.sparsity}' + (',smoke' if a.smoke
                                                       else '')
   c.init_config = f'deep_compression.py:{prune_arg}'
