@@ -30,6 +30,7 @@ import sys
 import time
 from typing import Sequence
 
+from compression import files
 import sweep as sweep_lib
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -509,10 +510,7 @@ def write_outputs(root: str, items: Sequence[str], markdown: str,
   with open(markdown) as f:
     text = f.read()
   text = fill_markers(text, tables)
-  tmp = markdown + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, markdown)
+  files.atomic_write(markdown, text)
 
   os.makedirs(plot_dir, exist_ok=True)
   # The chart is JapaneseVowels accuracy; the language model's bits per

@@ -70,6 +70,7 @@ import contextlib
 import csv
 import importlib
 import importlib.util
+import io
 import json
 import logging
 import math
@@ -83,6 +84,7 @@ import sys
 import time
 from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
+from compression import files
 from compression.errors import InputError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -674,10 +676,7 @@ def run_points(points: Sequence[Point], sweep_dir: str,
 
 
 def _write_text(path: str, text: str) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
+  files.atomic_write(path, text)
 
 
 def dry_run(points: Sequence[Point], sweep_dir: str,
@@ -712,11 +711,7 @@ def dry_run(points: Sequence[Point], sweep_dir: str,
 
 
 def _write_json(path: str, obj: dict) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
-    f.write('\n')
-  os.replace(tmp, path)
+  files.atomic_write(path, json.dumps(obj, indent=1, sort_keys=True) + '\n')
 
 
 def _read_json(path: str) -> dict:
@@ -771,13 +766,12 @@ def write_csv(rows: Sequence[dict], path: str) -> None:
   """Writes `rows` with CSV_COLUMNS first, then every other key sorted."""
   extra = sorted({k for r in rows for k in r} - set(CSV_COLUMNS))
   columns = list(CSV_COLUMNS) + extra
-  tmp = path + '.tmp'
-  with open(tmp, 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=columns, restval='')
-    writer.writeheader()
-    for r in rows:
-      writer.writerow(r)
-  os.replace(tmp, path)
+  out = io.StringIO(newline='')
+  writer = csv.DictWriter(out, fieldnames=columns, restval='')
+  writer.writeheader()
+  for r in rows:
+    writer.writerow(r)
+  files.atomic_write(path, out.getvalue())
 
 
 def read_csv(path: str) -> list[dict]:

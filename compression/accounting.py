@@ -57,9 +57,9 @@ Node kinds (JSON-able dicts; `s` fields index the leaf's streams):
   sparse    `pos` (position stream), `fmt` ('bitmap' | 'gaps'), `b` (bits of
             a relative index), `count` (kept positions), `v` (the value node
             of the kept positions, in row-major order); others are 0
-  cosine    `br`, `bc` (block shape), `c` (a node over the coefficient
-            grid); the leaf is the inverse blockwise 2-D cosine transform of the
-            coefficients (`compression.transforms`)
+  (kind)    a transform of `compression.transforms.KINDS`, named by its
+            kind: `br`, `bc` (block shape), `c` (a node over the coefficient
+            grid); the leaf is the inverse transform of the coefficients
   ref       `path`: the leaf is a copy of another leaf (shared factor)
   ========  =================================================================
 

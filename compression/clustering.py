@@ -51,7 +51,6 @@ from compression import core
 from compression import records
 from compression.core import Compressor
 from compression.errors import InputError
-from compression.quantization import _field
 
 Params = Any
 State = Any
@@ -87,14 +86,14 @@ class Spec(NamedTuple):
 
 def parse(section: Any, where: str = 'compression.kmeans') -> Spec:
   """Validates a kmeans section; one InputError line on a bad value."""
-  k = _field(section, 'clusters', where)
+  k = core.field(section, 'clusters', where)
   if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (
       2 <= k <= MAX_CLUSTERS):
     raise InputError(f'{where}.clusters: {k!r} outside 2..{MAX_CLUSTERS}')
-  regex = _field(section, 'regex', where)
+  regex = core.field(section, 'regex', where)
   if not isinstance(regex, str) or not regex:
     raise InputError(f'{where}.regex: expected a non-empty regex, got {regex!r}')
-  it = _field(section, 'iterations', where)
+  it = core.field(section, 'iterations', where)
   if isinstance(it, bool) or not isinstance(it, (int, np.integer)) or it < 1:
     raise InputError(f'{where}.iterations: must be an integer >= 1, got {it!r}')
   return Spec(int(k), regex, int(it))

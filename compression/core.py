@@ -211,6 +211,14 @@ def select(params: Params, pattern: str, field: str = 'regex') -> Params:
   return chosen
 
 
+def field(section: Any, name: str, where: str) -> Any:
+  """`section[name]`, or one error line naming `where.name` when missing."""
+  try:
+    return section[name]
+  except (KeyError, AttributeError):
+    raise InputError(f'{where}.{name}: missing from the config') from None
+
+
 def section(field: str, defaults: Any, overrides: dict[str, Any]) -> Any:
   """A config section: `defaults` with `overrides` applied, unknown keys refused.
 

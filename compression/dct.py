@@ -267,11 +267,11 @@ def encode(c: np.ndarray, mask: np.ndarray, bm: int, bn: int,
     bits: 0 (float32 values) or 2..8 (symmetric codes, one scale).
 
   Returns:
-    A Record in the cosine-transform domain: the kept positions, and their
+    A Record in the transform's domain: the kept positions, and their
     codes or float values.
   """
   positions = records.positions_of_mask(mask)
-  transform = records.Transform('cosine', (bm, bn))
+  transform = records.Transform('dct', (bm, bn))
   values = c.ravel()[positions].astype(np.float32)
   if not bits:
     kept = np.where(mask, c, np.float32(0)).astype(np.float32)

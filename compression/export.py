@@ -12,7 +12,7 @@ File layout (all integers little-endian):
   offset    size         content
   ========  ===========  =====================================================
   0         4            magic b'RNNC'
-  4         2            format version (uint16), currently 2
+  4         2            format version (uint16), currently 1
   6         2            reserved, 0
   8         4            H: header length in bytes (uint32)
   12        H            header: zlib-deflated UTF-8 JSON (see below)
@@ -84,7 +84,7 @@ from compression import files
 from compression.errors import InputError
 
 MAGIC = b'RNNC'
-VERSION = 2
+VERSION = 1
 FILENAME = 'model.rnnc'
 _PREFIX = struct.Struct('<4sHHI')  # magic, version, reserved, header length.
 _DIGEST = 32

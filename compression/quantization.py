@@ -159,13 +159,6 @@ class Spec(NamedTuple):
   percentile: float
 
 
-def _field(section: Any, name: str, where: str) -> Any:
-  try:
-    return section[name]
-  except (KeyError, AttributeError):
-    raise InputError(f'{where}.{name}: missing from the config') from None
-
-
 def check_bits(value: Any, field: str, allow_off: bool = False) -> int:
   """Validates a bit width: an int in 2..8 (or 0 = off where allowed).
 
@@ -199,16 +192,16 @@ def _choice(value: Any, valid: tuple[str, ...], field: str) -> str:
 
 def parse(section: Any, where: str = 'compression.quantize') -> Spec:
   """Validates a quantize section; one InputError line on a bad value."""
-  bits = check_bits(_field(section, 'bits', where), f'{where}.bits')
-  regex = _field(section, 'regex', where)
+  bits = check_bits(core.field(section, 'bits', where), f'{where}.bits')
+  regex = core.field(section, 'regex', where)
   if not isinstance(regex, str) or not regex:
     raise InputError(f'{where}.regex: expected a non-empty regex, got {regex!r}')
-  scheme = _choice(_field(section, 'scheme', where), SCHEMES, f'{where}.scheme')
-  gran = _choice(_field(section, 'granularity', where), GRANULARITIES,
+  scheme = _choice(core.field(section, 'scheme', where), SCHEMES, f'{where}.scheme')
+  gran = _choice(core.field(section, 'granularity', where), GRANULARITIES,
                  f'{where}.granularity')
-  scale = _choice(_field(section, 'scale', where), SCALE_METHODS,
+  scale = _choice(core.field(section, 'scale', where), SCALE_METHODS,
                   f'{where}.scale')
-  pct = _field(section, 'percentile', where)
+  pct = core.field(section, 'percentile', where)
   if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not (
       50.0 < float(pct) <= 100.0):
     raise InputError(f'{where}.percentile: {pct!r} outside (50, 100]')
@@ -552,10 +545,10 @@ def state_quantizers(section: Any) -> tuple[
     InputError: bits outside 2..8 (and not 0), or cell_clip <= 0.
   """
   where = 'compression.hidden_state'
-  bits = check_bits(_field(section, 'bits', where), f'{where}.bits', True)
-  cell_bits = check_bits(_field(section, 'cell_bits', where),
+  bits = check_bits(core.field(section, 'bits', where), f'{where}.bits', True)
+  cell_bits = check_bits(core.field(section, 'cell_bits', where),
                          f'{where}.cell_bits', True)
-  clip = _field(section, 'cell_clip', where)
+  clip = core.field(section, 'cell_clip', where)
   if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not (
       math.isfinite(clip) and clip > 0):
     raise InputError(f'{where}.cell_clip: must be a finite float > 0, '

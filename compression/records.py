@@ -74,7 +74,8 @@ class Transform:
   """A 2-D block DCT: the leaf is the inverse DCT of each block.
 
   Attributes:
-    kind: 'dct' (the orthonormal DCT-II of `compression.dct`).
+    kind: a name in `compression.transforms.KINDS` ('dct': the blockwise
+      orthonormal 2-D DCT-II).
     block: (rows, cols) of a block; both divide the leaf's shape.
   """
   kind: str

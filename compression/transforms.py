@@ -14,8 +14,9 @@ import numpy as np
 
 from compression.errors import InputError
 
-# 'cosine': the blockwise orthonormal 2-D DCT-II.
-KINDS = ('cosine',)
+# 'dct': the blockwise orthonormal 2-D DCT-II. A stored leaf's node kind is
+# its transform's name.
+KINDS = ('dct',)
 
 
 def dct_matrix(n: int) -> np.ndarray:

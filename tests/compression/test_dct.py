@@ -97,7 +97,7 @@ def test_decode_of_export_equals_apply(keep, block, bits):
   cparams, state = comp.init(_params(16, 32))
   entry = comp.export(cparams, state)['layer_0/recurrent_kernel']
   assert entry.positions.size == round(keep * 512)
-  assert entry.transform.kind == 'cosine'
+  assert entry.transform.kind == 'dct'
   assert entry.transform.block == ((block, block) if block else (16, 32))
   if bits:
     assert entry.codes.bits == bits and entry.codes.scale.size == 1
