@@ -111,3 +111,23 @@ def test_data_keywords_of_another_dataset_are_refused_by_name():
   with pytest.raises(InputError, match=r"^data.kwargs.window: unknown keyword "
                      r"for dataset 'japanese_vowels'; valid: normalize$"):
     data.load(c.data)
+
+
+@pytest.mark.parametrize('field, value, match', [
+    ('optimizer.grad_clip_norm', -1.0,
+     r'^optimizer.grad_clip_norm: must be a finite number >= 0, got -1.0$'),
+    ('optimizer.end_factor', -0.5,
+     r'^optimizer.end_factor: must be a finite number >= 0, got -0.5$'),
+    ('train.log_every', 0, r'^train.log_every: must be an integer >= 1, got 0$'),
+    ('train.checkpoint_every', 0,
+     r'^train.checkpoint_every: must be an integer >= 1, got 0$'),
+    ('train.eval_every', -1, r'^train.eval_every: must be an integer >= 0'),
+])
+def test_bad_training_fields_are_refused_before_anything_is_built(
+    field, value, match):
+  import train
+  c = gru_baseline.get_config('smoke')
+  section, key = field.split('.')
+  c[section][key] = value
+  with pytest.raises(InputError, match=match):
+    train.build(c)
