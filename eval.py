@@ -32,6 +32,7 @@ import jax
 import ml_collections
 import numpy as np
 
+import checkpoints
 import cli
 import compression
 from compression import accounting
@@ -107,9 +108,9 @@ def evaluate(config: Any, workdir: str, export: bool = False,
   setup = train.build(config)
   target = train.init_state(config, setup,
                             teacher_width=train.teacher_width(config, workdir))
-  mngr = train.checkpoint_manager(workdir, config, read_only=True)
+  mngr = checkpoints.checkpoint_manager(workdir, config, read_only=True)
   try:
-    state = train.restore_latest(mngr, target, workdir)
+    state = checkpoints.restore_latest(mngr, target, workdir)
   finally:
     mngr.close()
   if state is None:

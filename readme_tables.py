@@ -389,6 +389,25 @@ def lm_kd_render(R: dict[str, dict]) -> str:
           f'scratch, {verdict}.\n')
 
 
+def options_runs(root: str) -> list[Run]:
+  del root
+  return []
+
+
+def options_render(R: dict[str, dict]) -> str:
+  """Every method's options, from each module's one declaration."""
+  del R
+  import compression  # pylint: disable=g-import-not-at-top
+  from compression import api  # pylint: disable=g-import-not-at-top
+  from compression import distillation  # pylint: disable=g-import-not-at-top
+  modules = [api._MODULES[name] for name in sorted(compression.METHODS)]  # pylint: disable=protected-access
+  blocks = []
+  for module in modules + [distillation]:
+    table = module.OPTIONS.table()
+    blocks.append(table if not blocks else table.split('\n', 2)[2])
+  return ''.join(blocks)
+
+
 TABLES = {
     'baselines': Table(baselines_runs, baselines_render),
     'compression': Table(compression_runs('gru'), compression_render('gru')),
@@ -397,6 +416,7 @@ TABLES = {
     'kd': Table(kd_runs, kd_render),
     'worked': Table(worked_runs, worked_render),
     'lm_kd': Table(lm_kd_runs, lm_kd_render),
+    'options': Table(options_runs, options_render),
 }
 
 
@@ -434,10 +454,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
       results[run.name] = execute(run, root)
-    commands = '\n'.join(f'    {r.shown()}' for r in runs)
-    rendered[name] = (TABLES[name].render(results)
-                      + '\n<details><summary>Commands</summary>\n\n'
-                      + commands + '\n\n</details>\n')
+    rendered[name] = TABLES[name].render(results)
+    if runs:
+      commands = '\n'.join(f'    {r.shown()}' for r in runs)
+      rendered[name] += ('\n<details><summary>Commands</summary>\n\n'
+                         + commands + '\n\n</details>\n')
   with open(args.readme) as f:
     text = f.read()
   missing = sorted(set(rendered) - set(re.findall(_MARKER, text)))

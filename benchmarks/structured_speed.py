@@ -28,6 +28,7 @@ import numpy as np
 from benchmarks import timing
 from compression import pruning
 import models
+import checkpoints
 import cli
 import train
 
@@ -42,8 +43,8 @@ def load_dense(config, setup) -> dict:
   """The masked dense parameters of the run (or of a pruned random init)."""
   state = train.init_state(config, setup)
   if WORKDIR.value:
-    mngr = train.checkpoint_manager(WORKDIR.value, config, read_only=True)
-    restored = train.restore_latest(mngr, state, WORKDIR.value)
+    mngr = checkpoints.checkpoint_manager(WORKDIR.value, config, read_only=True)
+    restored = checkpoints.restore_latest(mngr, state, WORKDIR.value)
     if restored is None:
       raise SystemExit(f'{WORKDIR.value} holds no checkpoint')
     state = restored

@@ -40,11 +40,10 @@ and `decode(entry) = codebook[indices]` is bit-identical to `apply`.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from compression import core
@@ -58,45 +57,20 @@ State = Any
 MAX_CLUSTERS = 256  # Indices fit one byte.
 
 
-def config(**overrides: Any) -> ml_collections.ConfigDict:
-  """The `compression.kmeans` section with every key declared.
-
-  Args:
-    **overrides: values replacing the defaults (same keys).
-
-  Returns:
-    A ConfigDict of scalars and strings.
-
-  Raises:
-    InputError: an override key that is not a field.
-  """
-  c = ml_collections.ConfigDict()
-  c.clusters = 16  # Shared values per kernel, 2..256 (16 = 4-bit indices).
-  c.regex = '.*kernel'  # Parameters to cluster (re.fullmatch on the path).
-  c.iterations = 30  # Lloyd iterations of the initial k-means (>= 1).
-  return core.section('compression.kmeans', c, overrides)
-
-
-class Spec(NamedTuple):
-  """A validated kmeans section."""
-  clusters: int
-  regex: str
-  iterations: int
-
-
-def parse(section: Any, where: str = 'compression.kmeans') -> Spec:
-  """Validates a kmeans section; one InputError line on a bad value."""
-  k = core.field(section, 'clusters', where)
-  if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (
-      2 <= k <= MAX_CLUSTERS):
-    raise InputError(f'{where}.clusters: {k!r} outside 2..{MAX_CLUSTERS}')
-  regex = core.field(section, 'regex', where)
-  if not isinstance(regex, str) or not regex:
-    raise InputError(f'{where}.regex: expected a non-empty regex, got {regex!r}')
-  it = core.field(section, 'iterations', where)
-  if isinstance(it, bool) or not isinstance(it, (int, np.integer)) or it < 1:
-    raise InputError(f'{where}.iterations: must be an integer >= 1, got {it!r}')
-  return Spec(int(k), regex, int(it))
+OPTIONS = core.Options(
+    'compression.kmeans',
+    core.Option('clusters', 16, 'Shared values per kernel, 2..256 (16 = '
+                '4-bit indices).', lambda k: None if 2 <= k <= MAX_CLUSTERS
+                else f'{k!r} outside 2..{MAX_CLUSTERS}'),
+    core.Option('regex', '.*kernel', 'Parameters to cluster (re.fullmatch on '
+                'the path).', lambda r: None if r else
+                f'expected a non-empty regex, got {r!r}'),
+    core.Option('iterations', 30, 'Lloyd iterations of the initial k-means.',
+                lambda it: None if it >= 1 else
+                f'must be an integer >= 1, got {it!r}'),
+)
+config = OPTIONS.config
+parse = OPTIONS.parse
 
 
 def index_bits(clusters: int) -> int:

@@ -30,6 +30,8 @@ an error, so a typo never silently compresses nothing.
 
 from __future__ import annotations
 
+import collections
+import math
 import re
 from typing import Any, Callable, NamedTuple
 
@@ -209,6 +211,124 @@ def select(params: Params, pattern: str, field: str = 'regex') -> Params:
         f'{field}: {pattern!r} matches no parameter; paths are: '
         + ', '.join(param_paths(params)))
   return chosen
+
+
+class Option(NamedTuple):
+  """One option of a method's config section, declared once.
+
+  `Options` derives from these the section (`config()`), its validation
+  (`parse`) and the README's option table (`table`).
+
+  Attributes:
+    name: the key (`compression.<method>.<name>`).
+    default: the default value; its type is the option's type (an int is
+      accepted where the default is a float).
+    doc: one line for the README's option table.
+    check: `value -> error text or None` (e.g. `one_of`, `in_range`).
+    convert: `value -> the parsed value` (e.g. '1x4' -> (1, 4)); it raises
+      ValueError with the error text for a bad value.
+  """
+  name: str
+  default: Any
+  doc: str
+  check: Callable[[Any], str | None] | None = None
+  convert: Callable[[Any], Any] | None = None
+
+
+def one_of(*choices: str) -> Callable[[Any], str | None]:
+  """A check: the value is one of `choices`."""
+  return lambda v: None if v in choices else (
+      f'unknown {v!r}; valid: ' + ', '.join(choices))
+
+
+def in_range(lo: float, hi: float, lo_open: bool = False,
+             hi_open: bool = False) -> Callable[[Any], str | None]:
+  """A check: lo <= value <= hi (either end open)."""
+  def check(v):
+    ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    return None if ok else (f"{v} outside {'(' if lo_open else '['}{lo:g}, "
+                            f"{hi:g}{')' if hi_open else ']'}")
+  return check
+
+
+def at_least(lo: float) -> Callable[[Any], str | None]:
+  """A check: value >= lo."""
+  return lambda v: None if v >= lo else f'must be >= {lo:g}, got {v!r}'
+
+
+def _type_error(value: Any, default: Any) -> str | None:
+  """Why `value` does not have the type of `default`, or None."""
+  kind = type(default)
+  if kind is bool:
+    return None if isinstance(value, bool) else f'must be true or false, got {value!r}'
+  if kind is int:
+    return None if isinstance(value, int) and not isinstance(value, bool) else (
+        f'must be an integer, got {value!r}')
+  if kind is float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return None if ok and math.isfinite(value) else (
+        f'must be a finite number, got {value!r}')
+  if kind is str:
+    return None if isinstance(value, str) else f'must be a string, got {value!r}'
+  return None
+
+
+class Options:
+  """A method's options: its config section, validation and README table.
+
+  Example:
+    >>> OPTIONS = Options('compression.mine',
+    ...                   Option('bits', 8, 'Bits per code.', in_range(2, 8)))
+    >>> OPTIONS.parse(OPTIONS.config(bits=4)).bits
+    4
+  """
+
+  def __init__(self, field: str, *options: Option):
+    self.field = field
+    self.options = options
+    self._parsed = collections.namedtuple(
+        'Parsed', [o.name for o in options])
+
+  def config(self, **overrides: Any) -> Any:
+    """The section with every option at its default, `overrides` applied.
+
+    Raises:
+      InputError: an override key that is not an option.
+    """
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    c = ml_collections.ConfigDict()
+    for o in self.options:
+      c[o.name] = o.default
+    return section(self.field, c, overrides)
+
+  def parse(self, cfg: Any) -> Any:
+    """The validated options of a section: a NamedTuple with one field each.
+
+    Raises:
+      InputError: a missing option, or a value of the wrong type or out of
+        range (one line naming `field.option`).
+    """
+    values = []
+    for o in self.options:
+      v = field(cfg, o.name, self.field)
+      why = _type_error(v, o.default) or (o.check(v) if o.check else None)
+      if why is None and o.convert is not None:
+        try:
+          v = o.convert(v)
+        except ValueError as e:
+          why = str(e)
+      if why is not None:
+        raise InputError(f'{self.field}.{o.name}: {why}')
+      values.append(float(v) if isinstance(o.default, float) else v)
+    return self._parsed(*values)
+
+  def table(self) -> str:
+    """The README's option table (markdown) of this section."""
+    cell = lambda text: text.replace('|', '\\|')  # Markdown table cells.
+    rows = [f'| `{self.field}.{o.name}` | `{cell(repr(o.default))}` | '
+            f'{cell(o.doc)} |' for o in self.options]
+    return '\n'.join(['| option | default | meaning |', '|---|---|---|']
+                     + rows) + '\n'
 
 
 def field(section: Any, name: str, where: str) -> Any:

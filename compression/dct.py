@@ -54,7 +54,6 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from compression import core
@@ -68,37 +67,25 @@ Params = core.Params
 _FIELD = 'compression.dct'
 
 
-def config(**overrides: Any) -> ml_collections.ConfigDict:
-  """The `compression.dct` section with every key declared.
-
-  Args:
-    **overrides: values replacing the defaults below.
-
-  Returns:
-    A ConfigDict of scalars and strings.
-  """
-  c = ml_collections.ConfigDict()
-  c.regex = r'.*recurrent_kernel'  # Kernels to transform (re.fullmatch).
-  c.keep = 0.25  # Fraction of each kernel's coefficients kept, (0, 1].
-  # Keep |c| >= threshold instead of a fraction; 0 = use `keep`.
-  c.threshold = 0.0
-  c.block = 8  # Square block side (must divide both kernel dims); 0 = whole.
-  c.bits = 0  # Kept values stored as float32 (0) or 2..8-bit codes + scale.
-  return core.section(_FIELD, c, overrides)
+def _bits(v: int) -> str | None:
+  return None if v == 0 or 2 <= v <= 8 else f'{v} outside 2..8 (0 = float32)'
 
 
-def _check_config(cfg: Any) -> None:
-  if not 0.0 < cfg.keep <= 1.0:
-    raise InputError(f'{_FIELD}.keep: {cfg.keep} outside (0, 1]')
-  if cfg.threshold < 0:
-    raise InputError(f'{_FIELD}.threshold: {cfg.threshold} must be >= 0 '
-                     '(0 = use keep)')
-  if isinstance(cfg.block, bool) or not isinstance(cfg.block, int) or (
-      cfg.block < 0):
-    raise InputError(f'{_FIELD}.block: {cfg.block!r} must be an integer >= 0 '
-                     '(0 = whole matrix)')
-  if cfg.bits != 0 and not 2 <= cfg.bits <= 8:
-    raise InputError(f'{_FIELD}.bits: {cfg.bits} outside 2..8 (0 = float32)')
+OPTIONS = core.Options(
+    _FIELD,
+    core.Option('regex', r'.*recurrent_kernel',
+                'Kernels to transform (re.fullmatch on the parameter path).'),
+    core.Option('keep', 0.25, "Fraction of each kernel's coefficients kept.",
+                core.in_range(0, 1, lo_open=True)),
+    core.Option('threshold', 0.0,
+                'Keep |c| >= threshold instead of a fraction; 0 = use keep.',
+                core.at_least(0)),
+    core.Option('block', 8, 'Square block side (must divide both kernel '
+                'dims); 0 = the whole matrix.', core.at_least(0)),
+    core.Option('bits', 0, 'Kept values as float32 (0) or 2..8-bit codes and '
+                'a scale.', _bits),
+)
+config = OPTIONS.config
 
 
 def block_shape(shape: tuple[int, int], block: int,
@@ -210,9 +197,9 @@ def make(cfg: Any) -> core.Compressor:
     InputError: bad keep / threshold / block / bits (here), or, in `init`, a
       regex matching nothing or a block size not dividing a kernel.
   """
-  _check_config(cfg)
-  regex, block, bits = str(cfg.regex), int(cfg.block), int(cfg.bits)
-  keep, threshold = float(cfg.keep), float(cfg.threshold)
+  o = OPTIONS.parse(cfg)
+  regex, block, bits, keep, threshold = (o.regex, o.block, o.bits, o.keep,
+                                         o.threshold)
 
   def init(params):
     chosen = core.select(params, regex, field=f'{_FIELD}.regex')

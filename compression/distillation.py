@@ -24,43 +24,35 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from compression import core
-from compression.errors import InputError
 
 Array = jax.Array
 _EPS = 1e-8
 
 
-def config(**overrides: Any) -> ml_collections.ConfigDict:
-  """The `config.distill` section with every key declared.
-
-  Args:
-    **overrides: values replacing the defaults.
-
-  Returns:
-    A ConfigDict.
-  """
-  c = ml_collections.ConfigDict()
-  c.alpha = 0.5  # Weight of the hard-label loss; 1 - alpha goes to soft labels.
-  c.temperature = 4.0  # Softmax temperature T of the soft labels.
-  c.feature_weight = 0.0  # Weight of the hidden-state loss (0 = off).
-  c.attention_weight = 0.0  # Weight of the attention-map loss (0 = off).
-  c.scratch = True  # Also train the same student without a teacher, to compare.
-  return core.section('distill', c, overrides)
+OPTIONS = core.Options(
+    'distill',
+    core.Option('alpha', 0.5, 'Weight of the hard-label loss; 1 - alpha goes '
+                'to soft labels.', core.in_range(0, 1)),
+    core.Option('temperature', 4.0, 'Softmax temperature T of the soft labels.',
+                lambda t: None if t > 0 else f'must be > 0, got {t}'),
+    core.Option('feature_weight', 0.0, 'Weight of the hidden-state loss (0 = '
+                'off).', lambda w: None if w >= 0 else
+                f'must be >= 0, got {w}'),
+    core.Option('attention_weight', 0.0, 'Weight of the attention-map loss (0 '
+                '= off).', lambda w: None if w >= 0 else
+                f'must be >= 0, got {w}'),
+    core.Option('scratch', True, 'Also train the same student without a '
+                'teacher, to compare.'),
+)
+config = OPTIONS.config
 
 
 def validate(cfg: Any) -> None:
   """Checks a `config.distill` section; one InputError line per problem."""
-  if not 0.0 <= cfg.alpha <= 1.0:
-    raise InputError(f'distill.alpha: {cfg.alpha} outside [0, 1]')
-  if cfg.temperature <= 0:
-    raise InputError(f'distill.temperature: must be > 0, got {cfg.temperature}')
-  for name in ('feature_weight', 'attention_weight'):
-    if cfg[name] < 0:
-      raise InputError(f'distill.{name}: must be >= 0, got {cfg[name]}')
+  OPTIONS.parse(cfg)
 
 
 def kl_divergence(p_logits: Array, q_logits: Array, temperature: float = 1.0

@@ -57,7 +57,6 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from compression import core
@@ -74,45 +73,40 @@ _LAYER_RE = re.compile(r'(?P<prefix>(?:.*/)?)layer_(?P<i>\d+)/'
                        r'(?P<kind>recurrent_kernel|input_kernel)')
 
 
-def config(**overrides: Any) -> ml_collections.ConfigDict:
-  """The `compression.lowrank` section with every key declared.
-
-  Args:
-    **overrides: values replacing the defaults below.
-
-  Returns:
-    A ConfigDict of scalars and strings.
-  """
-  c = ml_collections.ConfigDict()
-  # Kernels to factor (re.fullmatch over '/'-joined paths). The default picks
-  # every (H, G*H) matrix that reads a hidden state: all recurrent kernels and
-  # the input kernels of layers >= 1.
-  c.regex = r'.*recurrent_kernel|.*layer_[1-9]\d*/input_kernel'
-  c.rank = 0  # Fixed rank for every matched kernel; 0 = use another rule.
-  c.rank_fraction = 0.0  # ceil(fraction * min(m, n)), in (0, 1]; 0 = off.
-  # Smallest rank keeping this share of sum s^2, in (0, 1]; 0 = off.
-  c.energy = 0.0
-  # One U for layer l's recurrent kernel and layer l+1's input kernel.
-  c.shared = False
-  return core.section(_FIELD, c, overrides)
+def _off_or_fraction(v: float) -> str | None:
+  return None if v == 0 or 0.0 < v <= 1.0 else f'{v} outside (0, 1]'
 
 
-def _check_config(cfg: Any) -> None:
-  """Raises InputError for a bad rank rule, before any parameter is seen."""
-  rules = [name for name in ('rank', 'rank_fraction', 'energy') if cfg[name]]
+OPTIONS = core.Options(
+    _FIELD,
+    core.Option('regex', r'.*recurrent_kernel|.*layer_[1-9]\d*/input_kernel',
+                'Kernels to factor (re.fullmatch); the default: every matrix '
+                'that reads a hidden state.'),
+    core.Option('rank', 0, 'Fixed rank of every matched kernel; 0 = another '
+                'rule.', lambda v: None if v >= 0 else
+                f'{v!r} must be an integer >= 1'),
+    core.Option('rank_fraction', 0.0, 'ceil(fraction * min(m, n)), in (0, 1]; '
+                '0 = off.', _off_or_fraction),
+    core.Option('energy', 0.0, 'Smallest rank keeping this share of sum s^2, '
+                'in (0, 1]; 0 = off.', _off_or_fraction),
+    core.Option('shared', False, "One U for layer l's recurrent kernel and "
+                "layer l+1's input kernel."),
+)
+config = OPTIONS.config
+
+
+def _check_config(cfg: Any) -> Any:
+  """The parsed section; one error line for a bad or ambiguous rank rule."""
+  o = OPTIONS.parse(cfg)
+  rules = [name for name in ('rank', 'rank_fraction', 'energy')
+           if getattr(o, name)]
   if len(rules) > 1:
     raise InputError(
         f'{_FIELD}: set at most one of rank (>= 1), rank_fraction (0, 1] or '
         f'energy (0, 1] (none = rank_fraction {DEFAULT_FRACTION}); got '
-        f'rank={cfg.rank}, rank_fraction={cfg.rank_fraction}, '
-        f'energy={cfg.energy}')
-  if cfg.rank and (isinstance(cfg.rank, bool) or not isinstance(cfg.rank, int)
-                   or cfg.rank < 1):
-    raise InputError(f'{_FIELD}.rank: {cfg.rank!r} must be an integer >= 1')
-  for name in ('rank_fraction', 'energy'):
-    value = cfg[name]
-    if value and not 0.0 < value <= 1.0:
-      raise InputError(f'{_FIELD}.{name}: {value} outside (0, 1]')
+        f'rank={o.rank}, rank_fraction={o.rank_fraction}, '
+        f'energy={o.energy}')
+  return o
 
 
 def choose_rank(s: np.ndarray, *, rank: int = 0, rank_fraction: float = 0.0,
@@ -218,10 +212,9 @@ def make(cfg: Any) -> core.Compressor:
     InputError: a bad rank rule (here), or, in `init`, a regex matching no
       2-D parameter or a rank larger than a matrix.
   """
-  _check_config(cfg)
-  regex, shared = str(cfg.regex), bool(cfg.shared)
-  rule = dict(rank=int(cfg.rank), rank_fraction=float(cfg.rank_fraction),
-              energy=float(cfg.energy))
+  o = _check_config(cfg)
+  regex, shared = o.regex, o.shared
+  rule = dict(rank=o.rank, rank_fraction=o.rank_fraction, energy=o.energy)
   if not any(rule.values()):
     rule['rank_fraction'] = DEFAULT_FRACTION
 

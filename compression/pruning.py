@@ -78,7 +78,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from compression import core
@@ -101,83 +100,79 @@ _FIELD = 'compression.prune'
 _EPS = 1e-12  # Keeps the group-lasso gradient finite at an all-zero unit.
 
 
-def config(**overrides: Any) -> ml_collections.ConfigDict:
-  """The `compression.prune` section with every key declared.
-
-  Args:
-    **overrides: values replacing the defaults (e.g. `sparsity=0.9`).
-
-  Returns:
-    A ConfigDict of scalars and strings.
-  """
-  c = ml_collections.ConfigDict()
-  c.score = 'magnitude'  # magnitude | taylor | l1.
-  c.granularity = 'unstructured'  # unstructured | block | unit.
-  c.block = '1x4'  # Tile shape 'RxC' for granularity 'block'.
-  c.reduce = 'l2'  # Score of a tile or unit from its members: l2 | mean.
-  c.allocation = 'uniform'  # uniform (per kernel / layer) | global.
-  c.schedule = 'gradual'  # oneshot (at begin_step) | gradual (Zhu & Gupta).
-  c.sparsity = 0.8  # Final fraction removed, in [0, 1).
-  c.initial_sparsity = 0.0  # Gradual: s_i at begin_step, in [0, sparsity].
-  c.begin_step = 0  # First mask update (the one-shot step).
-  c.end_step = 1000  # Gradual: step at which the final sparsity is reached.
-  c.frequency = 10  # Gradual: steps between mask updates (dt).
-  c.taylor_decay = 0.9  # EMA decay of |w * g| for score 'taylor', in [0, 1).
-  c.l1 = 0.0  # L1 coefficient: penalty l1 * sum |w| over selected kernels.
-  # Group-lasso coefficient (granularity 'unit'): penalty
-  # group_lasso * sum over units of the L2 norm of the unit's group.
-  c.group_lasso = 0.0
-  # Which parameters are pruned ('unit': which layers, by their kernels). The
-  # head is left out by default: it is ~4% of the GRU-64 classifier, every
-  # weight feeds a logit directly, and its column count (classes) rarely
-  # divides a tile shape.
-  c.regex = r'rnn/.*_kernel'
-  return core.section(_FIELD, c, overrides)
+def _block(text: Any) -> tuple[int, int]:
+  """'4x4' -> (4, 4) (an Option converter: ValueError for anything else)."""
+  m = re.fullmatch(r'\s*(\d+)\s*[xX]\s*(\d+)\s*', str(text))
+  if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+    raise ValueError(f"{text!r} is not a tile shape like '1x4' or '4x4' "
+                     '(positive integers)')
+  return int(m.group(1)), int(m.group(2))
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-  """Validated `compression.prune` values."""
-  score: str
-  granularity: str
-  block: tuple[int, int]
-  reduce: str
-  allocation: str
-  schedule: str
-  sparsity: float
-  initial_sparsity: float
-  begin_step: int
-  end_step: int
-  frequency: int
-  taylor_decay: float
-  l1: float
-  group_lasso: float
-  regex: str
+def _regex(text: str) -> str | None:
+  try:
+    re.compile(text)
+  except re.error as e:
+    return f'invalid regex {text!r} ({e})'
+  return None
 
 
-def _choice(cfg: Any, key: str, valid: tuple[str, ...]) -> str:
-  value = cfg[key]
-  if value not in valid:
-    raise InputError(f'{_FIELD}.{key}: unknown {value!r}; valid: '
-                     + ', '.join(valid))
-  return value
+def _nonnegative(v: float) -> str | None:
+  return None if v >= 0 else f'{v} must be >= 0'
 
 
-def _int(cfg: Any, key: str, low: int) -> int:
-  value = cfg[key]
-  if isinstance(value, bool) or not isinstance(value, int) or value < low:
-    raise InputError(f'{_FIELD}.{key}: must be an integer >= {low}, '
-                     f'got {value!r}')
-  return value
+def _step(low: int):
+  return lambda v: None if v >= low else (
+      f'must be an integer >= {low}, got {v!r}')
+
+
+OPTIONS = core.Options(
+    _FIELD,
+    core.Option('score', 'magnitude', 'magnitude | taylor | l1.',
+                core.one_of(*SCORES)),
+    core.Option('granularity', 'unstructured', 'unstructured | block | unit.',
+                core.one_of(*GRANULARITIES)),
+    core.Option('block', '1x4', "Tile shape 'RxC' for granularity 'block'.",
+                convert=_block),
+    core.Option('reduce', 'l2', 'Score of a tile or unit from its members: '
+                'l2 | mean.', core.one_of(*REDUCES)),
+    core.Option('allocation', 'uniform', 'uniform (per kernel / layer) | '
+                'global.', core.one_of(*ALLOCATIONS)),
+    core.Option('schedule', 'gradual', 'oneshot (at begin_step) | gradual '
+                '(Zhu & Gupta).', core.one_of(*SCHEDULES)),
+    core.Option('sparsity', 0.8, 'Final fraction removed, in [0, 1).',
+                core.in_range(0, 1, hi_open=True)),
+    core.Option('initial_sparsity', 0.0, 'Gradual: s_i at begin_step, in '
+                '[0, sparsity].', core.at_least(0)),
+    core.Option('begin_step', 0, 'First mask update (the one-shot step).',
+                _step(0)),
+    core.Option('end_step', 1000, 'Gradual: step at which the final sparsity '
+                'is reached.', _step(0)),
+    core.Option('frequency', 10, 'Gradual: steps between mask updates (dt).',
+                _step(1)),
+    core.Option('taylor_decay', 0.9, "EMA decay of |w * g| for score 'taylor', "
+                'in [0, 1).', core.in_range(0, 1, hi_open=True)),
+    core.Option('l1', 0.0, 'L1 coefficient: penalty l1 * sum |w| over the '
+                'selected kernels.', _nonnegative),
+    core.Option('group_lasso', 0.0, "Group-lasso coefficient (granularity "
+                "'unit'): group_lasso * sum of the units' group L2 norms.",
+                _nonnegative),
+    # The head is left out by default: it is ~4% of the GRU-64 classifier,
+    # every weight feeds a logit directly, and its column count (classes)
+    # rarely divides a tile shape.
+    core.Option('regex', r'rnn/.*_kernel', "Which parameters are pruned "
+                "('unit': which layers, by their kernels).", _regex),
+)
+config = OPTIONS.config
+Settings = Any  # A parsed section: `OPTIONS.parse`'s NamedTuple.
 
 
 def parse_block(text: str) -> tuple[int, int]:
   """'4x4' -> (4, 4); raises InputError for anything else."""
-  m = re.fullmatch(r'\s*(\d+)\s*[xX]\s*(\d+)\s*', str(text))
-  if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-    raise InputError(f'{_FIELD}.block: {text!r} is not a tile shape like '
-                     "'1x4' or '4x4' (positive integers)")
-  return int(m.group(1)), int(m.group(2))
+  try:
+    return _block(text)
+  except ValueError as e:
+    raise InputError(f'{_FIELD}.block: {e}') from None
 
 
 def settings(cfg: Any) -> Settings:
@@ -187,52 +182,26 @@ def settings(cfg: Any) -> Settings:
     cfg: the section (see `config()`).
 
   Returns:
-    The validated Settings.
+    The parsed options (`block` as a (rows, cols) tuple).
   """
-  score = _choice(cfg, 'score', SCORES)
-  granularity = _choice(cfg, 'granularity', GRANULARITIES)
-  reduce = _choice(cfg, 'reduce', REDUCES)
-  allocation = _choice(cfg, 'allocation', ALLOCATIONS)
-  schedule = _choice(cfg, 'schedule', SCHEDULES)
-  block = parse_block(cfg.block)
-  s = float(cfg.sparsity)
-  if not 0.0 <= s < 1.0:
-    raise InputError(f'{_FIELD}.sparsity: {cfg.sparsity} outside [0, 1)')
-  s0 = float(cfg.initial_sparsity)
-  if not 0.0 <= s0 <= s:
-    raise InputError(f'{_FIELD}.initial_sparsity: {cfg.initial_sparsity} '
-                     f'outside [0, sparsity={s}]')
-  begin = _int(cfg, 'begin_step', 0)
-  end = _int(cfg, 'end_step', 0)
-  freq = _int(cfg, 'frequency', 1)
-  if schedule == 'gradual' and end <= begin:
-    raise InputError(f'{_FIELD}.end_step: {end} must be > begin_step={begin} '
-                     'for the gradual schedule')
-  decay = float(cfg.taylor_decay)
-  if not 0.0 <= decay < 1.0:
-    raise InputError(f'{_FIELD}.taylor_decay: {decay} outside [0, 1)')
-  l1, gl = float(cfg.l1), float(cfg.group_lasso)
-  if l1 < 0:
-    raise InputError(f'{_FIELD}.l1: {l1} must be >= 0')
-  if gl < 0:
-    raise InputError(f'{_FIELD}.group_lasso: {gl} must be >= 0')
-  if score == 'l1' and l1 == 0:
+  st = OPTIONS.parse(cfg)
+  if not st.initial_sparsity <= st.sparsity:
+    raise InputError(f'{_FIELD}.initial_sparsity: {st.initial_sparsity} '
+                     f'outside [0, sparsity={st.sparsity}]')
+  if st.schedule == 'gradual' and st.end_step <= st.begin_step:
+    raise InputError(f'{_FIELD}.end_step: {st.end_step} must be > '
+                     f'begin_step={st.begin_step} for the gradual schedule')
+  if st.score == 'l1' and st.l1 == 0:
     raise InputError(f"{_FIELD}.l1: score 'l1' needs an L1 coefficient > 0")
-  if gl > 0 and granularity != 'unit':
+  if st.group_lasso > 0 and st.granularity != 'unit':
     raise InputError(f'{_FIELD}.group_lasso: needs granularity \'unit\' '
-                     f'(got {granularity!r}); set it to 0 otherwise')
-  if granularity == 'unit' and allocation == 'global':
+                     f'(got {st.granularity!r}); set it to 0 otherwise')
+  if st.granularity == 'unit' and st.allocation == 'global':
     raise InputError(f"{_FIELD}.allocation: 'global' is not supported with "
                      "granularity 'unit' (the model has one hidden size, so "
                      "every layer loses the same number of units); use "
                      "'uniform'")
-  try:
-    re.compile(cfg.regex)
-  except re.error as e:
-    raise InputError(f'{_FIELD}.regex: invalid regex {cfg.regex!r} ({e})'
-                     ) from None
-  return Settings(score, granularity, block, reduce, allocation, schedule, s,
-                  s0, begin, end, freq, decay, l1, gl, str(cfg.regex))
+  return st
 
 
 # ----------------------------------------------------------------------------

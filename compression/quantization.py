@@ -97,11 +97,10 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from compression import core
@@ -125,38 +124,6 @@ MSE_FACTORS = tuple(np.linspace(0.2, 1.0, 33).tolist())
 
 # ----------------------------------------------------------------------------
 # Config
-
-
-def config(**overrides: Any) -> ml_collections.ConfigDict:
-  """The `compression.quantize` section with every key declared.
-
-  Args:
-    **overrides: values replacing the defaults (same keys).
-
-  Returns:
-    A ConfigDict of scalars and strings.
-
-  Raises:
-    InputError: an override key that is not a field.
-  """
-  c = ml_collections.ConfigDict()
-  c.bits = 8  # Bits per weight code, 2..8.
-  c.regex = '.*kernel'  # Parameters to quantize (re.fullmatch on the path).
-  c.scheme = 'symmetric'  # symmetric (zero point 0) | asymmetric.
-  c.granularity = 'per_channel'  # per_channel (per output unit) | per_tensor.
-  c.scale = 'absmax'  # absmax | minmax | percentile | learned (LSQ).
-  c.percentile = 99.9  # scale='percentile': clip at this percentile, (50, 100].
-  return core.section('compression.quantize', c, overrides)
-
-
-class Spec(NamedTuple):
-  """A validated quantize section (plain Python values)."""
-  bits: int
-  regex: str
-  symmetric: bool
-  per_channel: bool
-  scale: str
-  percentile: float
 
 
 def check_bits(value: Any, field: str, allow_off: bool = False) -> int:
@@ -184,29 +151,34 @@ def check_bits(value: Any, field: str, allow_off: bool = False) -> int:
   return value
 
 
-def _choice(value: Any, valid: tuple[str, ...], field: str) -> str:
-  if value not in valid:
-    raise InputError(f'{field}: unknown {value!r}; valid: ' + ', '.join(valid))
-  return value
+OPTIONS = core.Options(
+    'compression.quantize',
+    core.Option('bits', 8, 'Bits per weight code, 2..8.',
+                lambda b: None if 2 <= b <= 8 else f'{b} outside 2..8'),
+    core.Option('regex', '.*kernel', 'Parameters to quantize (re.fullmatch on '
+                'the path).', lambda r: None if r else
+                f'expected a non-empty regex, got {r!r}'),
+    core.Option('scheme', 'symmetric', 'symmetric (zero point 0) | '
+                'asymmetric.', core.one_of(*SCHEMES)),
+    core.Option('granularity', 'per_channel', 'per_channel (per output unit) '
+                '| per_tensor.', core.one_of(*GRANULARITIES)),
+    core.Option('scale', 'absmax', 'absmax | minmax | percentile | learned '
+                '(LSQ).', core.one_of(*SCALE_METHODS)),
+    core.Option('percentile', 99.9, "scale='percentile': clip at this "
+                'percentile, (50, 100].', core.in_range(50, 100, lo_open=True)),
+)
+config = OPTIONS.config
+parse = OPTIONS.parse
 
 
-def parse(section: Any, where: str = 'compression.quantize') -> Spec:
-  """Validates a quantize section; one InputError line on a bad value."""
-  bits = check_bits(core.field(section, 'bits', where), f'{where}.bits')
-  regex = core.field(section, 'regex', where)
-  if not isinstance(regex, str) or not regex:
-    raise InputError(f'{where}.regex: expected a non-empty regex, got {regex!r}')
-  scheme = _choice(core.field(section, 'scheme', where), SCHEMES, f'{where}.scheme')
-  gran = _choice(core.field(section, 'granularity', where), GRANULARITIES,
-                 f'{where}.granularity')
-  scale = _choice(core.field(section, 'scale', where), SCALE_METHODS,
-                  f'{where}.scale')
-  pct = core.field(section, 'percentile', where)
-  if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not (
-      50.0 < float(pct) <= 100.0):
-    raise InputError(f'{where}.percentile: {pct!r} outside (50, 100]')
-  return Spec(bits, regex, scheme == 'symmetric', gran == 'per_channel', scale,
-              float(pct))
+def symmetric(spec: Any) -> bool:
+  """Whether a parsed section's grid is symmetric (zero point fixed)."""
+  return spec.scheme == 'symmetric'
+
+
+def per_channel(spec: Any) -> bool:
+  """Whether a parsed section has one scale per output channel."""
+  return spec.granularity == 'per_channel'
 
 
 # ----------------------------------------------------------------------------
@@ -372,20 +344,20 @@ fake_quant.defvjp(_fake_quant_fwd, _fake_quant_bwd)
 # The Compressor
 
 
-def _grid_params(spec: Spec, w: jax.Array, record: dict,
+def _grid_params(spec: Any, w: jax.Array, record: dict,
                  log_step: jax.Array | None) -> tuple[jax.Array, jax.Array]:
   """(scale, zero_point) of one tensor under `spec`, its record and step."""
   if spec.scale == 'learned':
     scale = jnp.exp(log_step)
     zero = record.get('zero_point', jnp.zeros_like(scale))
     return scale, zero
-  lo, hi = value_range(jax.lax.stop_gradient(w), spec.scale, spec.per_channel,
-                       spec.percentile, spec.symmetric)
+  lo, hi = value_range(jax.lax.stop_gradient(w), spec.scale, per_channel(spec),
+                       spec.percentile, symmetric(spec))
   clip = record['clip']
-  return scale_and_zero_point(lo * clip, hi * clip, spec.bits, spec.symmetric)
+  return scale_and_zero_point(lo * clip, hi * clip, spec.bits, symmetric(spec))
 
 
-def _quantize_tree(spec: Spec, params: Params, state: State,
+def _quantize_tree(spec: Any, params: Params, state: State,
                    fn: Callable[[jax.Array, jax.Array, jax.Array, jax.Array,
                                  float], Any]) -> list[tuple[Keys, Any]]:
   """Runs `fn(w, scale, zero, n_per_scale)` on every quantized tensor."""
@@ -422,7 +394,7 @@ def make(section: Any) -> Compressor:
       `init`).
   """
   spec = parse(section)
-  qmin, qmax = int_range(spec.bits, spec.symmetric)
+  qmin, qmax = int_range(spec.bits, symmetric(spec))
 
   def init(params):
     paths = core.selected_keys(params, spec.regex, 'compression.quantize.regex')
@@ -434,14 +406,14 @@ def make(section: Any) -> Compressor:
                          f'not a float parameter ({w.dtype})')
       # Shaped like the scale, so calibrated factors keep the state's shapes
       # (checkpoints restore into the structure `init` builds).
-      lo, _ = value_range(w, 'absmax', spec.per_channel)
+      lo, _ = value_range(w, 'absmax', per_channel(spec))
       record = {'clip': jnp.ones(jnp.shape(lo), jnp.float32)}
       if spec.scale == 'learned':
-        lo, hi = value_range(w, 'learned', spec.per_channel, spec.percentile,
-                             spec.symmetric)
-        scale, zero = scale_and_zero_point(lo, hi, spec.bits, spec.symmetric)
+        lo, hi = value_range(w, 'learned', per_channel(spec), spec.percentile,
+                             symmetric(spec))
+        scale, zero = scale_and_zero_point(lo, hi, spec.bits, symmetric(spec))
         learned_items.append((keys, {'log_step': jnp.log(scale)}))
-        if not spec.symmetric:
+        if not symmetric(spec):
           record['zero_point'] = zero
       state_items.append((keys, record))
     if learned_items:
@@ -468,7 +440,7 @@ def make(section: Any) -> Compressor:
       return records.Record(codes=records.Codes(
           u=(q - qmin).astype(np.uint8),  # Unsigned: u = q - qmin.
           bits=spec.bits, scale=np.asarray(scale, np.float32),
-          zero_point=(None if spec.symmetric
+          zero_point=(None if symmetric(spec)
                       else np.asarray(zero).astype(np.uint8))))
 
     return {'/'.join(keys): e
@@ -495,7 +467,7 @@ def make(section: Any) -> Compressor:
       calibrate=calibrate)
 
 
-def candidate_clips(w: jax.Array, spec: Spec) -> list[jax.Array]:
+def candidate_clips(w: jax.Array, spec: Any) -> list[jax.Array]:
   """The clipping factors PTQ tries for one tensor (see the module docstring).
 
   Args:
@@ -506,10 +478,10 @@ def candidate_clips(w: jax.Array, spec: Spec) -> list[jax.Array]:
     Factors shaped like the tensor's scale: 1 (the scale method's own range),
     the percentile ratios, and the per-scale MSE-optimal factor.
   """
-  qmin, qmax = int_range(spec.bits, spec.symmetric)
-  axes = _reduce_axes(w, spec.per_channel)
-  lo, hi = value_range(w, spec.scale, spec.per_channel, spec.percentile,
-                       spec.symmetric)
+  qmin, qmax = int_range(spec.bits, symmetric(spec))
+  axes = _reduce_axes(w, per_channel(spec))
+  lo, hi = value_range(w, spec.scale, per_channel(spec), spec.percentile,
+                       symmetric(spec))
   top = jnp.maximum(jnp.abs(lo), jnp.abs(hi))
   safe_top = jnp.where(top > 0, top, 1.0)
   out = [jnp.ones_like(top, jnp.float32)]
@@ -518,7 +490,7 @@ def candidate_clips(w: jax.Array, spec: Spec) -> list[jax.Array]:
     out.append(jnp.clip(ratio, 1e-3, 1.0).astype(jnp.float32))
   errors = []
   for f in MSE_FACTORS:
-    s, z = scale_and_zero_point(lo * f, hi * f, spec.bits, spec.symmetric)
+    s, z = scale_and_zero_point(lo * f, hi * f, spec.bits, symmetric(spec))
     err = jnp.square(fake_quant(w, s, z, qmin, qmax) - w)
     errors.append(jnp.sum(err, axis=axes))
   best = jnp.argmin(jnp.stack(errors), axis=0)

@@ -21,12 +21,10 @@ Options (`config()`): regex, threshold, factor.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from compression import core
@@ -36,36 +34,24 @@ from compression.errors import InputError
 _FIELD = 'compression.threshold'
 
 
-def config(**overrides: Any) -> ml_collections.ConfigDict:
-  """The `compression.threshold` section with every key declared.
-
-  Args:
-    **overrides: values replacing the defaults below.
-
-  Returns:
-    A ConfigDict of scalars and strings.
-  """
-  c = ml_collections.ConfigDict()
-  c.regex = r'rnn/.*_kernel'  # Kernels pruned (re.fullmatch on the path).
-  c.threshold = 0.0  # Absolute theta (> 0), or 0 to use `factor`.
-  c.factor = 0.1  # theta = factor * max|w| per kernel, in [0, 1].
-  return core.section(_FIELD, c, overrides)
+OPTIONS = core.Options(
+    _FIELD,
+    core.Option('regex', r'rnn/.*_kernel',
+                'Kernels pruned (re.fullmatch on the parameter path).'),
+    core.Option('threshold', 0.0, 'Absolute theta (> 0), or 0 to use factor.',
+                core.at_least(0)),
+    core.Option('factor', 0.1, 'theta = factor * max|w| per kernel.',
+                core.in_range(0, 1)),
+)
+config = OPTIONS.config
 
 
-def _check(cfg: Any) -> tuple[str, float, float]:
-  """(regex, threshold, factor) of a valid section; one line otherwise."""
-  for key in ('threshold', 'factor'):
-    value = cfg[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-        not math.isfinite(value)) or value < 0:
-      raise InputError(f'{_FIELD}.{key}: must be a finite number >= 0, got '
-                       f'{value!r}')
-  if cfg.factor > 1:
-    raise InputError(f'{_FIELD}.factor: {cfg.factor} outside [0, 1] (a '
-                     'fraction of the largest magnitude)')
-  if not cfg.threshold and not cfg.factor:
+def _check(cfg: Any) -> Any:
+  """The parsed options of a valid section; one line otherwise."""
+  o = OPTIONS.parse(cfg)
+  if not o.threshold and not o.factor:
     raise InputError(f'{_FIELD}: set threshold (> 0) or factor (in (0, 1])')
-  return str(cfg.regex), float(cfg.threshold), float(cfg.factor)
+  return o
 
 
 def masks_of(params: core.Params, regex: str, threshold: float,
@@ -102,7 +88,8 @@ def make(cfg: Any) -> core.Compressor:
     InputError: a bad section (here), or a regex that matches nothing (in
       `init`).
   """
-  regex, threshold, factor = _check(cfg)
+  o = _check(cfg)
+  regex, threshold, factor = o.regex, o.threshold, o.factor
 
   def init(params):
     masks = masks_of(params, regex, threshold, factor)

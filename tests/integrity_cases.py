@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
 import eval as eval_lib  # pylint: disable=g-import-not-at-top
 import cli  # pylint: disable=g-import-not-at-top
+import checkpoints
 import train  # pylint: disable=g-import-not-at-top
 from configs import gru_baseline  # pylint: disable=g-import-not-at-top
 
@@ -104,10 +105,10 @@ def main(root: str, reference_sha: str) -> dict[str, Any]:
     ocp.CheckpointManager.save = real_save
   if filler:
     os.remove(filler[0])
-  mngr = train.checkpoint_manager(workdir, config, read_only=True)
+  mngr = checkpoints.checkpoint_manager(workdir, config, read_only=True)
   try:
     setup = train.build(config)
-    state = train.restore_latest(mngr, train.init_state(config, setup),
+    state = checkpoints.restore_latest(mngr, train.init_state(config, setup),
                                  workdir)
     out['full_disk_kept_step'] = None if state is None else int(state.step)
   finally:

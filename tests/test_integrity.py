@@ -40,6 +40,7 @@ from configs import common
 import data
 import eval as eval_lib
 import models
+import checkpoints
 import cli
 import train
 
@@ -55,9 +56,9 @@ def _restore(workdir, config, target=None):
   """restore_latest on a read-only manager (what eval.py does)."""
   if target is None:
     target = train.init_state(config, train.build(config))
-  mngr = train.checkpoint_manager(workdir, config, read_only=True)
+  mngr = checkpoints.checkpoint_manager(workdir, config, read_only=True)
   try:
-    return train.restore_latest(mngr, target, workdir)
+    return checkpoints.restore_latest(mngr, target, workdir)
   finally:
     mngr.close()
 
@@ -68,7 +69,7 @@ def _copy(base, dest):
 
 
 def _recorded(workdir):
-  with open(os.path.join(workdir, train.DIGESTS)) as f:
+  with open(os.path.join(workdir, checkpoints.DIGESTS)) as f:
     return {int(k): v['fields'] for k, v in json.load(f).items()}
 
 
@@ -128,7 +129,7 @@ def flips(base, tmp_path_factory):
       err.seek(0)
       lines = [l for l in err.read().splitlines() if l.strip()]
     step = int(state.step)
-    out.append((path, pos, step, train.state_digest(state) == recorded[step],
+    out.append((path, pos, step, checkpoints.state_digest(state) == recorded[step],
                 lines))
     _flip(path, pos)  # Undo.
   return out
@@ -143,7 +144,7 @@ def test_every_save_records_the_digest_of_what_it_saved(base):
   assert sorted(recorded) == [2, 4]
   assert set(recorded[4]) == set(train.TrainState._fields)
   state = _restore(base['workdir'], base['config'])
-  assert int(state.step) == 4 and train.state_digest(state) == recorded[4]
+  assert int(state.step) == 4 and checkpoints.state_digest(state) == recorded[4]
 
 
 def test_single_byte_flips_restore_the_same_state_or_fall_back(flips):
@@ -175,7 +176,7 @@ def test_resume_from_a_flipped_checkpoint_ends_bit_identical(
               if l.startswith('warning:')]
   assert len(warnings) == 1 and 'using step 2' in warnings[0]
   # The damaged checkpoint was set aside, never deleted.
-  assert os.path.isdir(os.path.join(workdir, train.REJECTED, '4'))
+  assert os.path.isdir(os.path.join(workdir, checkpoints.REJECTED, '4'))
   assert int(_restore(workdir, base['config']).step) == 4
 
 
@@ -199,8 +200,8 @@ def test_eval_and_init_from_use_the_newest_checkpoint_that_verifies(
   source = _copy(base, tmp_path / 'source')
   os.remove(os.path.join(source, 'checkpoints', '4', 'default',
                          'manifest.ocdbt'))
-  params = train.restore_verified_params(source, 'init_from')
-  assert train.tree_digest(params) == _recorded(source)[2]['params']
+  params = checkpoints.restore_verified_params(source, 'init_from')
+  assert checkpoints.tree_digest(params) == _recorded(source)[2]['params']
   assert 'checkpoints/4 cannot be read' in capfd.readouterr().err
 
 
@@ -219,7 +220,7 @@ def test_a_cut_or_deleted_file_falls_back_with_one_line(base, tmp_path,
       os.remove(path)
     state = _restore(workdir, base['config'], target)
     assert int(state.step) == 2, damage
-    assert train.state_digest(state) == _recorded(workdir)[2]
+    assert checkpoints.state_digest(state) == _recorded(workdir)[2]
     err = [l for l in capfd.readouterr().err.splitlines() if l.strip()]
     assert len(err) == 1 and 'checkpoints/4 cannot be restored' in err[0], err
     open(path, 'wb').write(saved)
@@ -231,9 +232,9 @@ def test_nan_parameters_in_a_checkpoint_are_refused(base, tmp_path, capfd):
   state = _restore(workdir, config)
   nan = state._replace(step=jnp.asarray(6, jnp.int32), params=jax.tree.map(
       lambda a: jnp.full_like(a, jnp.nan), state.params))
-  mngr = train.checkpoint_manager(workdir, config)
+  mngr = checkpoints.checkpoint_manager(workdir, config)
   # Recorded honestly: the digest matches, the values are still refused.
-  train._record_digest(mngr, workdir, 6, train.state_digest(nan))  # pylint: disable=protected-access
+  checkpoints.record_digest(mngr, workdir, 6, checkpoints.state_digest(nan))  # pylint: disable=protected-access
   mngr.save(6, args=ocp.args.StandardSave(nan), force=True)
   mngr.close()
   assert int(_restore(workdir, config).step) == 4
@@ -244,7 +245,7 @@ def test_nan_parameters_in_a_checkpoint_are_refused(base, tmp_path, capfd):
 def test_no_checkpoint_that_verifies_is_one_line_and_deletes_nothing(
     base, tmp_path):
   workdir = _copy(base, tmp_path / 'run')
-  with open(os.path.join(workdir, train.DIGESTS), 'w') as f:
+  with open(os.path.join(workdir, checkpoints.DIGESTS), 'w') as f:
     f.write('{}')
   with pytest.raises(InputError, match=r'^checkpoint .*checkpoints/4: has no '
                      r'digest .*none of the 1 earlier ones verifies') as e:
@@ -253,7 +254,7 @@ def test_no_checkpoint_that_verifies_is_one_line_and_deletes_nothing(
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
   with pytest.raises(InputError, match=r'^init_from: checkpoint .*has no '
                      'digest'):
-    train.restore_verified_params(workdir, 'init_from')
+    checkpoints.restore_verified_params(workdir, 'init_from')
 
 
 # ----------------------------------------------------------------------------

@@ -50,3 +50,12 @@ def test_every_table_of_the_readme_is_generated():
   for name, body in re.findall(
       r'<!-- table:([a-z0-9_]+) -->\n(.*?)<!-- /table -->', text, re.DOTALL):
     assert body.strip(), f'table {name} was never written'
+
+
+def test_the_option_table_is_derived_from_the_declarations():
+  import readme_tables
+  text = open(os.path.join(ROOT, 'README.md')).read()
+  body = re.search(r'<!-- table:options -->\n(.*?)<!-- /table -->', text,
+                   re.DOTALL).group(1)
+  assert body == readme_tables.options_render({})
+  assert '`compression.prune.sparsity` | `0.8`' in body

@@ -41,26 +41,58 @@ def read_jsonl(path):
     return [json.loads(line) for line in f]
 
 
-@pytest.mark.parametrize('name', RECIPES)
+# Recipes that tests/test_user_data.py runs as commands (train.py in a
+# subprocess, on a user's data file), with the same checks (`check_run`).
+RUN_AS_COMMANDS = ('compress', 'deep_compression', 'gru_forecast', 'gru_kd',
+                   'gru_prune', 'gru_qat', 'gru_structured')
+
+
+@pytest.mark.parametrize('name', [r for r in RECIPES
+                                  if r not in RUN_AS_COMMANDS])
 def test_smoke_run_of_every_recipe(name, tmp_path):
   config = load_config(name)
   results = train.train_and_evaluate(config, str(tmp_path))
-  on_disk = json.load(open(tmp_path / 'results.json'))
+  on_disk = check_run(str(tmp_path))
+  metric = 'test_' + train.TASK_METRIC[on_disk['task']]
+  assert results[metric] == on_disk[metric]
+
+
+def test_every_recipe_is_run_by_a_test():
+  from tests import test_user_data  # pylint: disable=g-import-not-at-top
+  assert set(RUN_AS_COMMANDS) <= set(test_user_data.RECIPES_RUN)
+
+
+def check_run(workdir: str) -> dict:
+  """The files a finished run wrote, checked; returns its results.json.
+
+  results.json holds every RESULT_KEY and a finite test metric, dense_bytes
+  is the uncompressed model's float32 size, compressed_bytes the artifact's
+  size on disk, metrics.jsonl has one train row per step and the final test
+  row, the last checkpoint exists, and the artifact holds what the methods
+  claim (`assert_compressed`). The config is the workdir's config.json.
+  """
+  config = train.read_run_config(workdir, 'workdir')
+  with open(os.path.join(workdir, 'results.json')) as f:
+    on_disk = json.load(f)
   for key in train.RESULT_KEYS:
     assert key in on_disk, key
   metric = 'test_' + train.TASK_METRIC[on_disk['task']]
   assert np.isfinite(on_disk[metric])
   assert on_disk['params_total'] > 0
   # The reference size is the uncompressed model's float32 size.
-  assert on_disk['dense_bytes'] == 4 * train.model_param_count(train.build(config))
-  assert on_disk['compressed_bytes'] == os.path.getsize(tmp_path / on_disk['artifact'])
-  assert results[metric] == on_disk[metric]
-  rows = read_jsonl(tmp_path / 'metrics.jsonl')
+  assert on_disk['dense_bytes'] == 4 * train.model_param_count(
+      train.build(config))
+  assert on_disk['compressed_bytes'] == os.path.getsize(
+      os.path.join(workdir, on_disk['artifact']))
+  rows = read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
   train_rows = [r for r in rows if r['split'] == 'train']
-  assert [r['step'] for r in train_rows] == list(range(1, config.train.steps + 1))
+  assert [r['step'] for r in train_rows] == list(
+      range(1, config.train.steps + 1))
   assert rows[-1]['split'] == 'test' and rows[-1]['step'] == config.train.steps
-  assert os.path.isdir(tmp_path / 'checkpoints' / str(config.train.steps))
-  assert_compressed(config, on_disk, str(tmp_path))
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints',
+                                    str(config.train.steps)))
+  assert_compressed(config, on_disk, workdir)
+  return on_disk
 
 
 def assert_compressed(config, on_disk, workdir):

@@ -17,8 +17,13 @@ import pytest
 
 from compression import export as export_lib
 from tests import userdata
+from tests.test_train import check_run
 
 ROOT = os.path.join(os.path.dirname(__file__), '..')
+# The recipes these tests run as commands (tests/test_train.py's in-process
+# smoke run leaves them to these tests).
+RECIPES_RUN = ('gru_baseline', 'gru_qat', 'gru_prune', 'deep_compression',
+               'gru_kd', 'compress', 'gru_structured', 'gru_forecast')
 
 
 def run(script: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
@@ -58,7 +63,7 @@ def ts(tmp_path_factory):
 
 
 def _assert_user_run(workdir, methods):
-  r = results(workdir)
+  r = check_run(workdir)
   assert r['dataset'] == 'file'
   h = header(workdir)
   assert h['info']['num_classes'] == 3  # The file's classes, not JV's 9.
@@ -143,7 +148,7 @@ def test_structured_artifact_holds_the_shrunk_model(tmp_path):
   work = str(tmp_path / 'st')
   run('train.py', '--config=configs/gru_structured.py:smoke',
       f'--workdir={work}')
-  r = results(work)
+  r = check_run(work)
   h = header(work)
   assert r['kept_hidden'] < 8 and h['model']['hidden'] == r['kept_hidden']
   assert artifact_metric(work) == pytest.approx(r['test_accuracy'])
@@ -155,7 +160,7 @@ def test_forecasting_npz_with_data_flags(tmp_path):
   run('train.py', '--config=configs/gru_forecast.py:smoke',
       '--config.data.name=file', f'--config.data.kwargs.path={path}',
       '--config.data.kwargs.task=forecasting', f'--workdir={work}')
-  r = results(work)
+  r = check_run(work)
   assert r['task'] == 'forecasting' and r['dataset'] == 'file'
   assert header(work)['info']['horizon'] == 4  # The file's horizon.
 

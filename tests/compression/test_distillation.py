@@ -111,9 +111,10 @@ def test_kd_smoke_trains_teacher_then_student_and_scratch(tmp_path):
                           setup.dataset.train['lengths'][:2])['params']
   n = sum(np.size(x) for x in jax.tree.leaves(init))
   assert results['params_total'] == n
-  mngr = train.checkpoint_manager(str(tmp_path), config, read_only=True)
+  import checkpoints  # pylint: disable=g-import-not-at-top
+  mngr = checkpoints.checkpoint_manager(str(tmp_path), config, read_only=True)
   setup = setup._replace(teacher=train.prepare_teacher(config, setup, str(tmp_path)))
-  state = train.restore_latest(mngr, train.init_state(config, setup), str(tmp_path))
+  state = checkpoints.restore_latest(mngr, train.init_state(config, setup), str(tmp_path))
   proj = state.aux['projection']
   assert proj['kernel'].shape == (config.model.hidden, 16)
 

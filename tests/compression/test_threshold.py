@@ -68,9 +68,10 @@ def test_registered_and_chainable():
 
 @pytest.mark.parametrize('overrides, match', [
     (dict(factor=1.5), r'compression.threshold.factor: 1.5 outside \[0, 1\]'),
-    (dict(factor=-0.1), r'compression.threshold.factor: must be a finite'),
+    (dict(factor=-0.1), r'compression.threshold.factor: -0.1 outside \[0, 1\]'),
     (dict(factor=0.0), r'compression.threshold: set threshold'),
     (dict(threshold=float('nan')), r'threshold.threshold: must be a finite'),
+    (dict(threshold=-1.0), r'threshold.threshold: must be >= 0, got -1.0'),
     (dict(regex='nothing'), r'compression.threshold.regex'),
 ])
 def test_bad_input_is_one_line(overrides, match):
