@@ -545,18 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--root', default=None,
                       help='runs directory (default runs/reproduction, or '
                       '/tmp/reproduction_smoke with --smoke)')
-  parser.add_argument('--parallel', type=int, default=0,
-                      help='embedded Ray: points at once (default 0: one per '
-                      'usable core)')
-  parser.add_argument('--ray_address', default='',
-                      help="join a Ray cluster ('auto', host:port or "
-                      'ray://host:port) instead of the embedded Ray')
-  parser.add_argument('--point_cpus', type=float, default=1.0,
-                      help='CPUs each point reserves (default 1)')
-  parser.add_argument('--point_gpus', type=float, default=0.0,
-                      help='GPUs each point reserves (default 0)')
-  parser.add_argument('--point_resources', default='', metavar='NAME=N,...',
-                      help='custom Ray resources each point reserves')
+  sweep_lib.add_engine_flags(parser)
   parser.add_argument('--smoke', action='store_true',
                       help='tiny grids; writes <root>/REPRODUCTION.md and '
                       '<root>/docs instead of the repository files')

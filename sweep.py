@@ -1077,15 +1077,8 @@ def _rows_of(sweep_dir: str) -> list[dict]:
   return read_csv(path)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  """The command line; returns the exit status."""
-  parser = argparse.ArgumentParser(
-      description=__doc__.split('\n')[0],
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--config', help="recipe with a sweep(), e.g. "
-                      "configs/gru_prune.py or configs/gru_prune.py:smoke")
-  parser.add_argument('--workdir', help='sweep directory (default '
-                      'runs/sweep_<recipe>)')
+def add_engine_flags(parser: argparse.ArgumentParser) -> None:
+  """The Ray engine's flags, shared by sweep.py and reproduce.py."""
   parser.add_argument('--ray_address', default='',
                       help="join a Ray cluster: 'auto' (this node's), "
                       "host:port (the head's GCS) or ray://host:port (Ray "
@@ -1100,6 +1093,18 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--point_resources', default='', metavar='NAME=N,...',
                       help='custom Ray resources each point reserves, e.g. '
                       'TPU=4')
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """The command line; returns the exit status."""
+  parser = argparse.ArgumentParser(
+      description=__doc__.split('\n')[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--config', help="recipe with a sweep(), e.g. "
+                      "configs/gru_prune.py or configs/gru_prune.py:smoke")
+  parser.add_argument('--workdir', help='sweep directory (default '
+                      'runs/sweep_<recipe>)')
+  add_engine_flags(parser)
   parser.add_argument('--dry_run', action='store_true',
                       help='print the commands of unfinished points only')
   parser.add_argument('--plot_from', nargs='+', metavar='DIR',

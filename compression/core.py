@@ -31,13 +31,15 @@ an error, so a typo never silently compresses nothing.
 from __future__ import annotations
 
 import collections
-import math
 import re
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from compression import checks
+# Re-exported: methods declare their options with core.Option and these.
+from compression.checks import at_least, in_range, one_of  # noqa: F401
 from compression.errors import InputError
 
 Params = Any  # A nested dict of arrays (a Flax 'params' collection).
@@ -235,44 +237,6 @@ class Option(NamedTuple):
   convert: Callable[[Any], Any] | None = None
 
 
-def one_of(*choices: str) -> Callable[[Any], str | None]:
-  """A check: the value is one of `choices`."""
-  return lambda v: None if v in choices else (
-      f'unknown {v!r}; valid: ' + ', '.join(choices))
-
-
-def in_range(lo: float, hi: float, lo_open: bool = False,
-             hi_open: bool = False) -> Callable[[Any], str | None]:
-  """A check: lo <= value <= hi (either end open)."""
-  def check(v):
-    ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    return None if ok else (f"{v} outside {'(' if lo_open else '['}{lo:g}, "
-                            f"{hi:g}{')' if hi_open else ']'}")
-  return check
-
-
-def at_least(lo: float) -> Callable[[Any], str | None]:
-  """A check: value >= lo."""
-  return lambda v: None if v >= lo else f'must be >= {lo:g}, got {v!r}'
-
-
-def _type_error(value: Any, default: Any) -> str | None:
-  """Why `value` does not have the type of `default`, or None."""
-  kind = type(default)
-  if kind is bool:
-    return None if isinstance(value, bool) else f'must be true or false, got {value!r}'
-  if kind is int:
-    return None if isinstance(value, int) and not isinstance(value, bool) else (
-        f'must be an integer, got {value!r}')
-  if kind is float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return None if ok and math.isfinite(value) else (
-        f'must be a finite number, got {value!r}')
-  if kind is str:
-    return None if isinstance(value, str) else f'must be a string, got {value!r}'
-  return None
-
-
 class Options:
   """A method's options: its config section, validation and README table.
 
@@ -311,7 +275,7 @@ class Options:
     values = []
     for o in self.options:
       v = field(cfg, o.name, self.field)
-      why = _type_error(v, o.default) or (o.check(v) if o.check else None)
+      why = checks.type_error(v, o.default) or (o.check(v) if o.check else None)
       if why is None and o.convert is not None:
         try:
           v = o.convert(v)

@@ -1,4 +1,8 @@
-"""Validation of dataset keyword arguments and of user-supplied arrays.
+"""Validation of user-supplied data arrays (and the dataset keyword checks).
+
+The scalar checks of dataset keywords (`integer`, `fraction`, `boolean`,
+`choice`, `string`) live with every other value check in
+`compression.checks` and are re-exported here.
 
 Every check raises `InputError` with one line that names the offending field
 (`data.kwargs.window`) or file (`data file x.npz`) and says what is allowed, so
@@ -7,102 +11,12 @@ a bad config or data file fails before anything is compiled.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
 import numpy as np
 
+# Re-exported: the dataset loaders call checks.integer(...) and the others.
+from compression.checks import boolean, choice, fraction  # noqa: F401
+from compression.checks import integer, string  # noqa: F401
 from compression.errors import InputError
-
-
-def _field(name: str) -> str:
-  return f'data.kwargs.{name}'
-
-
-def integer(value: Any, name: str, minimum: int = 0) -> int:
-  """Checks that a keyword argument is an integer >= `minimum`.
-
-  Args:
-    value: the value from the config.
-    name: the keyword's name, used in the error message.
-    minimum: the smallest allowed value.
-
-  Returns:
-    The value as a Python int.
-  """
-  # bool is an int subclass, but `window=True` is always a config mistake.
-  if isinstance(value, (bool, np.bool_)) or not isinstance(
-      value, (int, np.integer)):
-    raise InputError(
-        f'{_field(name)}: must be an integer >= {minimum}, got {value!r}')
-  if value < minimum:
-    raise InputError(
-        f'{_field(name)}: must be an integer >= {minimum}, got {value}')
-  return int(value)
-
-
-def fraction(value: Any, name: str) -> float:
-  """Checks that a keyword argument is a number strictly inside (0, 1).
-
-  Args:
-    value: the value from the config.
-    name: the keyword's name, used in the error message.
-
-  Returns:
-    The value as a Python float.
-  """
-  ok = isinstance(value, (int, float, np.integer, np.floating)) and not (
-      isinstance(value, (bool, np.bool_)))
-  if not ok or not 0.0 < float(value) < 1.0:
-    raise InputError(
-        f'{_field(name)}: must be a number in (0, 1), got {value!r}')
-  return float(value)
-
-
-def boolean(value: Any, name: str) -> bool:
-  """Checks that a keyword argument is a bool.
-
-  Args:
-    value: the value from the config.
-    name: the keyword's name, used in the error message.
-
-  Returns:
-    The value as a Python bool.
-  """
-  if not isinstance(value, (bool, np.bool_)):
-    raise InputError(f'{_field(name)}: must be True or False, got {value!r}')
-  return bool(value)
-
-
-def choice(value: Any, name: str, choices: Sequence[str]) -> str:
-  """Checks that a keyword argument is one of `choices`.
-
-  Args:
-    value: the value from the config.
-    name: the keyword's name, used in the error message.
-    choices: the allowed strings.
-
-  Returns:
-    The value.
-  """
-  if value not in choices:
-    raise InputError(
-        f'{_field(name)}: unknown value {value!r}; valid: {", ".join(choices)}')
-  return value
-
-
-def string(value: Any, name: str) -> str:
-  """Checks that a keyword argument is a string (possibly empty).
-
-  Args:
-    value: the value from the config.
-    name: the keyword's name, used in the error message.
-
-  Returns:
-    The value.
-  """
-  if not isinstance(value, str):
-    raise InputError(f'{_field(name)}: must be a string, got {value!r}')
-  return value
 
 
 def finite(x: np.ndarray, where: str, key: str) -> None:
