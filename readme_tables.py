@@ -29,6 +29,7 @@ import time
 from typing import Callable, NamedTuple, Sequence
 
 from compression import files
+from reproduce import markdown_table
 
 # A generated block: marker, table name, body, end marker.
 _MARKER = r'<!-- table:([a-z0-9_]+) -->'
@@ -111,11 +112,6 @@ def ratio(r: dict) -> str:
   return f"{r['dense_bytes'] / r['compressed_bytes']:.1f}x"
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-  lines = ['| ' + ' | '.join(header) + ' |',
-           '|' + '|'.join('---' for _ in header) + '|']
-  lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
-  return '\n'.join(lines) + '\n'
 
 
 # ----------------------------------------------------------------------------
@@ -166,7 +162,7 @@ def baselines_render(R: dict[str, dict]) -> str:
       + ' bits/char at 8 / 4 / 3 bits ('
       + nbytes(R['gru_lm']['dense_bytes']) + ' -> '
       + ' / '.join(nbytes(r['compressed_bytes']) for r in lm) + ' bytes)'])
-  return table(['recipe', 'task, data', 'model', 'result'], rows)
+  return markdown_table(['recipe', 'task, data', 'model', 'result'], rows)
 
 
 # (name, recipe, method description) of the compression table; `{cell}`
@@ -248,7 +244,7 @@ def compression_render(cell: str) -> Callable[[dict[str, dict]], str]:
     base = R[f'{cell}_baseline']
     head = (f"Baseline `{cell}_baseline.py`: test accuracy "
             f"{acc(base)}, {nbytes(base['dense_bytes'])} float32 bytes.\n\n")
-    return head + table(['recipe', 'method', 'test acc.', 'file bytes',
+    return head + markdown_table(['recipe', 'method', 'test acc.', 'file bytes',
                          'ratio', 'Huffman payload'], rows)
 
   return render
@@ -271,13 +267,13 @@ def rank_render(R: dict[str, dict]) -> str:
   # Factoring changes only kernels: the other parameters are the same.
   kernel = lambda r: r['params_total'] - (
       R['gru_baseline']['params_total'] - full)
-  t1 = table(
+  t1 = markdown_table(
       ['SVD rank of the recurrent kernel'] + [str(k) for k in RANKS],
       [['kernel parameters (reduction)'] + [
           f'{kernel(r):,} ({full / kernel(r):.1f}x)' for r in svd],
        ['test accuracy'] + [acc(r) for r in svd]])
   dct = [R[f'dct_keep{k}'] for k in KEEPS]
-  t2 = table(['DCT keep (8x8 blocks, recurrent kernel)'] + [str(k) for k in KEEPS],
+  t2 = markdown_table(['DCT keep (8x8 blocks, recurrent kernel)'] + [str(k) for k in KEEPS],
              [['test accuracy'] + [acc(r) for r in dct]])
   return t1 + '\n' + t2
 
@@ -337,7 +333,7 @@ def kd_render(R: dict[str, dict]) -> str:
           f"{nbytes(t['dense_bytes'])} float32 bytes; the float student "
           f"{nbytes(student['dense_bytes'])}; the 4-bit student's file "
           f"{nbytes(R['kd_q4_s0']['compressed_bytes'])} bytes.\n\n")
-  return head + table(['', *(f'seed {s}' for s in SEEDS), 'mean'], rows)
+  return head + markdown_table(['', *(f'seed {s}' for s in SEEDS), 'mean'], rows)
 
 
 WORKED = [
@@ -369,7 +365,7 @@ def worked_render(R: dict[str, dict]) -> str:
         metric += f" (teacher {r['teacher_test_accuracy']:.3f})"
     rows.append([f'`{recipe}`', what, metric, nbytes(r['compressed_bytes']),
                  ratio(r)])
-  return table(['recipe', 'what', 'metric', 'file bytes', 'ratio'], rows)
+  return markdown_table(['recipe', 'what', 'metric', 'file bytes', 'ratio'], rows)
 
 
 def lm_kd_runs(root: str) -> list[Run]:

@@ -91,7 +91,9 @@ def _ratio(s: dict | None, dense: float | None) -> str:
   return f'{dense / s["compressed_bytes"]:.1f}x'
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def markdown_table(header: Sequence[str],
+                   rows: Sequence[Sequence[str]]) -> str:
+  """A markdown table (README.md's and REPRODUCTION.md's generated tables)."""
   lines = ['| ' + ' | '.join(header) + ' |',
            '|' + '|'.join('---' for _ in header) + '|']
   lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
@@ -129,7 +131,7 @@ def table_zhu_gupta(S: Summaries) -> str:
       rows.append([f'GRU-{hidden} dense (about the nonzeros of {like}% '
                    'sparse)', str(steps), _int(s, 'params_nonzero'),
                    _int(s, 'compressed_bytes'), _pct(s), _n(s)])
-  out = _table(['model', 'training steps', 'nonzero params',
+  out = markdown_table(['model', 'training steps', 'nonzero params',
                 'compressed bytes', 'test accuracy (%)', 'seeds'], rows)
   sparse_ft, sparse_sc = g.get('prune0.9'), g.get('scratch0.9')
   small4, small8 = g.get('dense21_400'), g.get('dense21_800')
@@ -169,7 +171,7 @@ def table_deep_compression(S: Summaries) -> str:
                    _int(s, 'entropy_coded_bytes'),
                    _int(s, 'compressed_bytes'), _ratio(s, dense), _pct(s),
                    _n(s)])
-  return _table(['model', 'nonzero params', 'payload bytes (fixed width)',
+  return markdown_table(['model', 'nonzero params', 'payload bytes (fixed width)',
                  'payload bytes (Huffman)', 'artifact bytes',
                  'ratio (float32 / artifact)', 'test accuracy (%)', 'seeds'],
                 rows)
@@ -187,7 +189,7 @@ def table_kmeans(S: Summaries) -> str:
     rows.append([f'{k} shared values per kernel', str(int(math.log2(k))),
                  _int(s, 'compressed_bytes'), _ratio(s, dense), _pct(s),
                  _n(s)])
-  return _table(['model', 'bits per kernel weight', 'artifact bytes',
+  return markdown_table(['model', 'bits per kernel weight', 'artifact bytes',
                  'ratio', 'test accuracy (%)', 'seeds'], rows)
 
 
@@ -212,7 +214,7 @@ def table_hinton(S: Summaries, rows_by_item: dict[str, list[dict]]) -> str:
                  _pct(s, 'scratch_test_accuracy'),
                  f'{100 * sum(gain) / len(gain):+.2f}'])
   teacher = S.get('kd', {}).get('teacher')
-  out = _table(['seed', 'teacher GRU-128 (%)', 'distilled GRU-16 (%)',
+  out = markdown_table(['seed', 'teacher GRU-128 (%)', 'distilled GRU-16 (%)',
                 'GRU-16 from scratch (%)', 'distilled - scratch (points)'],
                rows)
   if teacher and s:
@@ -246,7 +248,7 @@ def table_prabhavalkar(S: Summaries) -> str:
     rows.append([str(rank), _int(s, 'params_total'),
                  _int(s, 'compressed_bytes'), _ratio(s, dense), _pct(s),
                  _n(s)])
-  out = _table(['recurrent-kernel rank', 'params', 'artifact bytes', 'ratio',
+  out = markdown_table(['recurrent-kernel rank', 'params', 'artifact bytes', 'ratio',
                 'test accuracy (%)', 'seeds'], rows)
   best = _no_loss(base, cands)
   if best:
@@ -273,7 +275,7 @@ def table_wen_iss(S: Summaries) -> str:
     rows.append([f'{100 * units:g}%', kept, _int(s, 'shrunk_params_total'),
                  _int(s, 'compressed_bytes'), _ratio(s, dense), _pct(s),
                  _n(s)])
-  out = _table(['hidden units removed', 'hidden units kept',
+  out = markdown_table(['hidden units removed', 'hidden units kept',
                 'params of the shrunk GRU', 'artifact bytes', 'ratio',
                 'test accuracy (%)', 'seeds'], rows)
   best = _no_loss(base, cands)
@@ -295,7 +297,7 @@ def table_quant_bits(S: Summaries) -> str:
     rows.append([str(bits), _pct(sp), _pct(sq), _int(sq or sp,
                                                      'compressed_bytes'),
                  _ratio(sq or sp, dense)])
-  return _table(['weight bits', 'PTQ test accuracy (%)',
+  return markdown_table(['weight bits', 'PTQ test accuracy (%)',
                  'QAT test accuracy (%)', 'artifact bytes (QAT)', 'ratio'],
                 rows)
 
@@ -315,7 +317,7 @@ def table_lm_bits(S: Summaries) -> str:
     s = lm.get(f'ptq{bits}')
     rows.append([str(bits), bpc(s), _int(s, 'compressed_bytes'),
                  _ratio(s, dense)])
-  return _table(['weight bits', 'held-out bits/char (PTQ)', 'artifact bytes',
+  return markdown_table(['weight bits', 'held-out bits/char (PTQ)', 'artifact bytes',
                  'ratio'], rows)
 
 

@@ -167,14 +167,6 @@ config = OPTIONS.config
 Settings = Any  # A parsed section: `OPTIONS.parse`'s NamedTuple.
 
 
-def parse_block(text: str) -> tuple[int, int]:
-  """'4x4' -> (4, 4); raises InputError for anything else."""
-  try:
-    return _block(text)
-  except ValueError as e:
-    raise InputError(f'{_FIELD}.block: {e}') from None
-
-
 def settings(cfg: Any) -> Settings:
   """Validates a `compression.prune` section (one InputError line if bad).
 

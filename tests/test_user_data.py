@@ -78,7 +78,11 @@ def _assert_user_run(workdir, methods):
 
 def test_baseline_on_a_ts_file(ts):
   _, base, _ = ts
-  _assert_user_run(base, [])
+  r = _assert_user_run(base, [])
+  # README's `python eval.py --workdir=<dir>`: no --config, the workdir's
+  # config.json (the user's file) is used.
+  out = run('eval.py', f'--workdir={base}')
+  assert json.loads(out.stdout)['test_accuracy'] == r['test_accuracy']
   # The source of every later run: its config.json names the user's file.
   with open(os.path.join(base, 'config.json')) as f:
     assert json.load(f)['data']['name'] == 'file'
