@@ -5,6 +5,8 @@ Usage:
   python eval.py --workdir=runs/gru_baseline   # the workdir's config.json
   python eval.py --config=configs/gru_prune.py --workdir=runs/gru_prune --export
   python eval.py --artifact=runs/gru_prune/model.rnnc
+  python eval.py --artifact=runs/gru_prune/model.rnnc --runtime=onnx
+  python eval.py --artifact=runs/gru_prune/model.rnnc --export_onnx=m.onnx
 
 Prints the task's metrics and writes them to `workdir/eval.json`. The numbers
 equal the test metrics that train.py wrote to `results.json` for the same
@@ -15,7 +17,15 @@ checkpoint and prints a per-leaf table (path, shape, methods, bits, nonzeros,
 bytes) with the totals. `--artifact=PATH` needs no config and no checkpoint:
 it reads the file (validated; a damaged one is one error line), rebuilds the
 model and its parameters from it alone, evaluates them on the test split of
-the dataset its header names and writes `<PATH>.eval.json`.
+the dataset its header names and writes `<PATH>.eval.<runtime>.json`.
+
+`--runtime` picks what computes the model (`deploy.RUNTIMES`): `jax` (the
+float rebuild in its Flax model), `int` (the integer reference), `c` (the
+generated C library, compiled), `onnx` (onnxruntime) or `stablehlo` (the
+serialized program in a fresh process). Every runtime's outputs go through
+the same metric code, so the reports compare key for key.
+`--export_c=DIR`, `--export_onnx=PATH` and `--export_stablehlo=PATH` write
+the artifact's model in a deployable form (whole or not at all).
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ from compression import accounting
 from compression import export as export_lib
 from compression.errors import InputError
 import data
+import deploy
+from models import tasks
 import train
 
 EXPORT_FLAG = flags.DEFINE_bool(
@@ -47,6 +59,15 @@ EXPORT_FLAG = flags.DEFINE_bool(
 ARTIFACT_FLAG = flags.DEFINE_string(
     'artifact', None, 'Evaluate this artifact alone (no --config, no '
     'checkpoint).')
+RUNTIME_FLAG = flags.DEFINE_enum(
+    'runtime', 'jax', list(deploy.RUNTIMES),
+    'With --artifact: what computes the model (float JAX, the integer '
+    'reference, compiled C, onnxruntime, deserialized StableHLO).')
+EXPORT_FLAGS = {
+    name: flags.DEFINE_string(
+        f'export_{name}', None,
+        f'With --artifact: write the model as {name} to this path.')
+    for name in deploy.EXPORTERS}
 CODING_FLAG = flags.DEFINE_enum(
     'coding', 'huffman', list(accounting.CODINGS),
     'Integer codes in the artifact: fixed width, or Huffman where smaller.')
@@ -140,47 +161,70 @@ def evaluate(config: Any, workdir: str, export: bool = False,
   return report
 
 
-def evaluate_artifact(path: str) -> dict:
-  """Evaluates an artifact alone: its own model and parameters.
-
-  Args:
-    path: the artifact file (`model.rnnc`).
-
-  Returns:
-    The report: task, test metrics (`test_<metric>`), the file size; also
-    written to `<path>.eval.json`.
-
-  Raises:
-    InputError: a missing or damaged artifact, or a dataset it cannot load.
-  """
+def load_artifact_data(path: str) -> tuple[export_lib.Artifact, Any]:
+  """The artifact and the dataset its header names (checked against it)."""
   art = export_lib.read(path)
   header = art.header
   if not isinstance(header.get('data'), dict):
     raise InputError(f'artifact {path}: its header names no dataset to '
                      'evaluate on')
-  data_cfg = ml_collections.ConfigDict(header['data'])
-  dataset = data.load(data_cfg)
+  dataset = data.load(ml_collections.ConfigDict(header['data']))
   if dataset.task != header['task']:
     raise InputError(f'artifact {path}: task {header["task"]!r}, but its '
                      f'dataset gives {dataset.task!r}')
-  n_dev = jax.device_count()
-  mesh = jax.make_mesh((n_dev,), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-  setup = train.Setup(dataset, art.model, None, None, mesh)
-  batch = int(data_cfg.eval_batch_size)
-  batch = max(n_dev, batch - batch % n_dev)
-  metrics = train.evaluate_params(setup, train.make_eval_fn(setup), art.params,
-                                  dataset.test, batch)
+  return art, dataset
+
+
+def runtime_outputs(art: export_lib.Artifact, path: str, batches: list[dict],
+                    runtime: str) -> tuple[list[np.ndarray], dict]:
+  """Each batch's model output through a runtime, and the runtime's extras."""
+  return deploy.module(deploy.RUNTIMES, runtime).run(art, path, batches)
+
+
+def evaluate_artifact(path: str, runtime: str = 'jax') -> dict:
+  """Evaluates an artifact alone: its own model and parameters.
+
+  Args:
+    path: the artifact file (`model.rnnc`).
+    runtime: a name of `deploy.RUNTIMES`.
+
+  Returns:
+    The report: task, runtime, test metrics (`test_<metric>`), the file size
+    and the runtime's extras; also written to `<path>.eval.<runtime>.json`.
+
+  Raises:
+    InputError: a missing or damaged artifact, a dataset it cannot load, or
+      a model the runtime cannot run.
+  """
+  art, dataset = load_artifact_data(path)
+  batch = int(art.header['data'].get('eval_batch_size') or 64)
+  batches = list(data.eval_batches(dataset.test, batch))
+  outputs, extras = runtime_outputs(art, path, batches, runtime)
+  totals: dict[str, float] = {}
+  for b, out in zip(batches, outputs, strict=True):
+    sums = tasks.task_loss(dataset.task, jax.numpy.asarray(out), b,
+                           b['weight'])[1]
+    for k, v in sums.items():
+      totals[k] = totals.get(k, 0.0) + float(v)
+  metrics = tasks.finish_metrics(dataset.task, totals, dataset.info)
   leaves = accounting.flatten(art.params)
-  report = {'artifact': path, 'config': header.get('config', ''),
-            'task': dataset.task, 'compressed_bytes': art.file_bytes,
+  report = {'artifact': path, 'config': art.header.get('config', ''),
+            'task': dataset.task, 'runtime': runtime,
+            'compressed_bytes': art.file_bytes,
             'params_stored': int(sum(v.size for v in leaves.values())),
             'params_nonzero': int(sum(np.count_nonzero(v)
-                                      for v in leaves.values()))}
+                                      for v in leaves.values())), **extras}
   report.update({f'test_{k}': v for k, v in metrics.items()})
   report = train.json_safe(report)  # A non-finite metric is null, never NaN.
-  train.write_json(path + '.eval.json', report)
+  train.write_json(f'{path}.eval.{runtime}.json', report)
   return report
+
+
+def export_artifact(path: str, fmt: str, out: str) -> dict:
+  """Writes an artifact's model in a deployable format (`deploy.EXPORTERS`)."""
+  art = export_lib.read(path)
+  report = deploy.module(deploy.EXPORTERS, fmt).export(art, path, out)
+  return {'artifact': path, 'format': fmt, 'path': out, **report}
 
 
 def format_table(report: dict) -> str:
@@ -210,10 +254,20 @@ def main(argv: list[str]) -> None:
     raise app.UsageError('Too many command-line arguments.')
   logging.set_verbosity(logging.WARNING)
   cli.configure_cpu_devices_from_flag()
+  exports = {k: f.value for k, f in EXPORT_FLAGS.items() if f.value}
+  if not ARTIFACT_FLAG.value and (exports or RUNTIME_FLAG.present):
+    given = [f'--export_{k}' for k in exports] + (
+        ['--runtime'] if RUNTIME_FLAG.present else [])
+    raise app.UsageError(f'{", ".join(given)} need --artifact=PATH')
   if ARTIFACT_FLAG.value:
     def run_artifact():
-      print(json.dumps(evaluate_artifact(ARTIFACT_FLAG.value), indent=1,
-                       sort_keys=True))
+      for fmt, out in exports.items():
+        print(json.dumps(export_artifact(ARTIFACT_FLAG.value, fmt, out),
+                         indent=1, sort_keys=True))
+      if not exports or RUNTIME_FLAG.present:
+        print(json.dumps(evaluate_artifact(ARTIFACT_FLAG.value,
+                                           RUNTIME_FLAG.value),
+                         indent=1, sort_keys=True))
 
     cli.run_cli(run_artifact)
     return

@@ -580,6 +580,59 @@ def decode_leaf(leaf_node: dict, streams: Sequence[np.ndarray],
   return decode_values(leaf_node, streams, shape, None).reshape(shape)
 
 
+def _codes_of(node: dict, streams: Sequence[np.ndarray]) -> records.Codes:
+  bits = int(node['bits'])
+  scale = np.asarray(streams[node['scale']], np.float32)
+  zp = (None if node.get('zp') is None
+        else np.asarray(streams[node['zp']]).astype(np.int64))
+  return records.Codes(np.asarray(streams[node['codes']]).astype(np.int64),
+                       bits, scale, zp)
+
+
+def leaf_record(leaf_node: dict, streams: Sequence[np.ndarray],
+                shape: tuple[int, ...]) -> records.Record | None:
+  """What a file stores for one leaf, as a Record (None: float32 values).
+
+  The inverse of the encoder's merge, for runtimes that compute with the
+  stored form (integer codes, codebooks, kept positions) rather than the
+  dense float leaf. One difference from a method's records: when
+  `positions` is set, `codes.u` / `codebook.index` hold the codes of the
+  kept positions only (row-major order), since removed weights store none.
+  A transform's record holds `transform` and its `coefficients` (decoded to
+  float32); a copy holds `ref`.
+
+  Args:
+    leaf_node: the leaf's node (validated by `decode_leaf` first).
+    streams: its decoded streams.
+    shape: the leaf's shape.
+
+  Returns:
+    The record, or None for a leaf stored as plain float32 values.
+  """
+  kind = leaf_node['k']
+  if kind == 'ref':
+    return records.Record(ref=leaf_node['path'])
+  if kind in transforms.KINDS:
+    coef = decode_values(leaf_node['c'], streams, shape, None).reshape(shape)
+    return records.Record(
+        transform=records.Transform(kind, (int(leaf_node['br']),
+                                           int(leaf_node['bc']))),
+        coefficients=coef)
+  positions = None
+  node = leaf_node
+  if kind == 'sparse':
+    n = int(np.prod(shape, dtype=np.int64))
+    positions = positions_of(node, streams, n)
+    node = node['v']
+  if node['k'] == 'quant':
+    return records.Record(positions=positions, codes=_codes_of(node, streams))
+  if node['k'] == 'shared':
+    return records.Record(positions=positions, codebook=records.Codebook(
+        np.asarray(streams[node['codes']]).astype(np.int64), int(node['bits']),
+        np.asarray(streams[node['codebook']], np.float32)))
+  return None if positions is None else records.Record(positions=positions)
+
+
 # ----------------------------------------------------------------------------
 # Building plans from a chain's records
 

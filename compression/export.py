@@ -118,6 +118,10 @@ class Artifact(NamedTuple):
   params: dict  # Nested dict of float32 numpy arrays (factor dicts kept).
   model: Any  # The Flax module built by models.make.
   file_bytes: int
+  # What the file stores per leaf path ('/'-joined), as `records.Record`s
+  # (`accounting.leaf_record`; None for float32 leaves): the runtimes that
+  # compute with codes, codebooks and positions read these.
+  records: dict
 
 
 # ----------------------------------------------------------------------------
@@ -380,12 +384,15 @@ def _check_header(header: dict) -> None:
           f'header has no leaf list of at most {_MAX_LEAVES} leaves')
 
 
-def parse(blob: bytes, name: str = 'artifact') -> tuple[dict, dict]:
+def parse(blob: bytes, name: str = 'artifact',
+          stored: dict | None = None) -> tuple[dict, dict]:
   """Validates an artifact's bytes; the header and the flat dense leaves.
 
   Args:
     blob: the file's bytes.
     name: the file name used in error messages.
+    stored: if given, filled with `{path: Record or None}`, what the file
+      stores per leaf (`accounting.leaf_record`).
 
   Returns:
     (header, {path: float32 array}).
@@ -448,6 +455,8 @@ def parse(blob: bytes, name: str = 'artifact') -> tuple[dict, dict]:
               f'{path}: decodes to shape {value.shape}')
       _expect(bool(np.all(np.isfinite(value))), f'{path}: holds NaN or inf')
       dense[path] = value
+      if stored is not None:
+        stored[path] = accounting.leaf_record(node, streams, shape)
   except InputError as e:
     raise _fail(name, str(e)) from None
   except (ValueError, KeyError, TypeError, IndexError, AttributeError,
@@ -538,10 +547,11 @@ def read(path: str) -> Artifact:
       blob = f.read()
   except OSError as e:
     raise InputError(f'artifact {path}: cannot be read ({e.strerror})') from None
-  header, dense = parse(blob, name)
+  stored: dict = {}
+  header, dense = parse(blob, name, stored)
   model = build_model(header, name)
   check_shapes(model, header, dense, name)
-  return Artifact(header, _nest(dense), model, len(blob))
+  return Artifact(header, _nest(dense), model, len(blob), stored)
 
 
 def predict(artifact: Artifact, x: Any, lengths: Any) -> Any:

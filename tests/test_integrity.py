@@ -623,7 +623,7 @@ def test_eval_artifact_json_never_holds_nan(base, tmp_path):
   path = tmp_path / 'huge.rnnc'
   path.write_bytes(_resign(blob, payload=payload.tobytes()))
   report = eval_lib.evaluate_artifact(str(path))
-  text = open(str(path) + '.eval.json').read()
+  text = open(str(path) + '.eval.jax.json').read()
 
   def refuse(name):
     raise AssertionError(f'{name} in JSON')
