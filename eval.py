@@ -46,6 +46,7 @@ import checkpoints
 import cli
 import compression
 from compression import accounting
+from compression import early_exit
 from compression import export as export_lib
 from compression.errors import InputError
 import data
@@ -154,8 +155,10 @@ def evaluate(config: Any, workdir: str, export: bool = False,
     report['compression_ratio'] = (report['dense_bytes']
                                    / report['compressed_bytes'])
     report['coding'] = coding
+    # The artifact's leaves (a learned input step is in its header).
+    from compression import activations  # pylint: disable=g-import-not-at-top
     report['leaves'] = accounting.account(
-        dense, setup.compressor.export(params, comp_state),
+        activations.strip(dense), setup.compressor.export(params, comp_state),
         compression.method_names(config.compression))['leaves']
   train.write_json(os.path.join(workdir, 'eval.json'), report)
   return report
@@ -191,6 +194,9 @@ def evaluate_artifact(path: str, runtime: str = 'jax') -> dict:
   Returns:
     The report: task, runtime, test metrics (`test_<metric>`), the file size
     and the runtime's extras; also written to `<path>.eval.<runtime>.json`.
+    An artifact whose header has `early_exit` (a classifier that exits
+    early) adds its early-exit fields (`compression.early_exit.report`)
+    under the jax runtime.
 
   Raises:
     InputError: a missing or damaged artifact, a dataset it cannot load, or
@@ -215,6 +221,12 @@ def evaluate_artifact(path: str, runtime: str = 'jax') -> dict:
             'params_nonzero': int(sum(np.count_nonzero(v)
                                       for v in leaves.values())), **extras}
   report.update({f'test_{k}': v for k, v in metrics.items()})
+  exit_entry = art.header.get('early_exit')
+  if exit_entry and runtime == 'jax':
+    # The stored threshold, applied to the per-step predictions of the
+    # artifact's own model (the fields train.py wrote to results.json).
+    report.update(early_exit.artifact_fields(
+        art.model, art.params, exit_entry['threshold'], batches))
   report = train.json_safe(report)  # A non-finite metric is null, never NaN.
   train.write_json(f'{path}.eval.{runtime}.json', report)
   return report

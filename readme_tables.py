@@ -47,6 +47,10 @@ class Run(NamedTuple):
   name: str  # Workdir under the runs root.
   recipe: str  # 'gru_qat.py:bits=4'.
   flags: tuple[str, ...] = ()
+  # Runtimes that then evaluate the run's artifact, each a command
+  # `eval.py --artifact=<workdir>/model.rnnc --runtime=<name>` whose report
+  # the results get as `eval_<name>`.
+  evals: tuple[str, ...] = ()
 
   def command(self, root: str) -> list[str]:
     recipe = self.recipe
@@ -55,9 +59,15 @@ class Run(NamedTuple):
     return ['python', 'train.py', f'--config=configs/{recipe}',
             f'--workdir={os.path.join(root, self.name)}', *self.flags]
 
+  def eval_commands(self, root: str) -> list[list[str]]:
+    artifact = os.path.join(root, self.name, 'model.rnnc')
+    return [['python', 'eval.py', f'--artifact={artifact}',
+             f'--runtime={runtime}'] for runtime in self.evals]
+
   def shown(self) -> str:
     """The command as README shows it (workdir under runs/readme)."""
-    return ' '.join(self.command('runs/readme'))
+    return '\n    '.join(' '.join(c) for c in [self.command('runs/readme')]
+                         + self.eval_commands('runs/readme'))
 
 
 def _init(root: str, name: str) -> str:
@@ -67,7 +77,8 @@ def _init(root: str, name: str) -> str:
 def execute(run: Run, root: str) -> dict:
   """Runs `run` unless its workdir holds results; returns results.json."""
   path = os.path.join(root, run.name, 'results.json')
-  if not os.path.exists(path):
+  trained = not os.path.exists(path)
+  if trained:
     cmd = run.command(root)
     print('$ ' + ' '.join(cmd), flush=True)
     cmd[0] = sys.executable
@@ -80,6 +91,18 @@ def execute(run: Run, root: str) -> dict:
     print(f'  {time.perf_counter() - t:.0f} s', flush=True)
   with open(path) as f:
     results = json.load(f)
+  for runtime, cmd in zip(run.evals, run.eval_commands(root)):
+    report = os.path.join(root, run.name, f'model.rnnc.eval.{runtime}.json')
+    if trained or not os.path.exists(report):
+      print('$ ' + ' '.join(cmd), flush=True)
+      proc = subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT,
+                            capture_output=True, text=True)
+      if proc.returncode:
+        sys.stderr.write(proc.stderr[-2000:])
+        raise SystemExit(f'readme_tables: {run.name} --runtime={runtime} '
+                         f'failed (exit {proc.returncode})')
+    with open(report) as f:
+      results[f'eval_{runtime}'] = json.load(f)
   # Kernel parameters of the model the run's artifact holds.
   from compression import export  # pylint: disable=g-import-not-at-top
   header = export.read(os.path.join(root, run.name, 'model.rnnc')).header
@@ -385,6 +408,113 @@ def lm_kd_render(R: dict[str, dict]) -> str:
           f'scratch, {verdict}.\n')
 
 
+BUDGETS = (4000, 2000, 1200, 800, 600)
+
+
+def budget_runs(root: str) -> list[Run]:
+  del root
+  return [Run(f'auto_{b}', f'auto.py:budget={b}') for b in BUDGETS]
+
+
+def budget_render(R: dict[str, dict]) -> str:
+  """`auto` at each budget: the file, its accuracy, what the program chose."""
+  rows = []
+  for b in BUDGETS:
+    r = R[f'auto_{b}']
+    chosen = '; '.join(
+        f"`{a['tensor'].removeprefix('rnn/layer_0/')}` {a['setting']}"
+        for a in r['allocation'] if a['tensor'].endswith('kernel'))
+    rows.append([nbytes(b), nbytes(r['compressed_bytes']), ratio(r), acc(r),
+                 chosen])
+  return markdown_table(['budget', 'file bytes', 'ratio', 'accuracy',
+                         'settings chosen for the kernels'], rows)
+
+
+# (name, recipe arg, weights, activations) of the integer-ready recipe.
+INT8 = [
+    ('int8', '', '8-bit', '8-bit, input step calibrated'),
+    ('int8_w4', 'weights=4', '4-bit', 'same'),
+    ('int8_dyn', 'dynamic', '8-bit', '8-bit, input step per time step'),
+]
+
+
+def int8_runs(root: str) -> list[Run]:
+  runs = []
+  for cell in ('gru', 'lstm'):
+    base = f'{cell}_baseline'
+    runs.append(Run(base, f'{base}.py'))
+    for n, arg, _, _ in INT8:
+      args = ([] if cell == 'gru' else [f'cell={cell}']) + ([arg] if arg
+                                                           else [])
+      recipe = 'gru_int8.py' + (':' + ','.join(args) if args else '')
+      runs.append(Run(('' if cell == 'gru' else f'{cell}_') + n, recipe,
+                      (_init(root, base),), evals=('int',)))
+  return runs
+
+
+def int8_render(R: dict[str, dict]) -> str:
+  """Fake-quant and integer accuracy of gru_int8.py per cell and variant."""
+  rows = []
+  for cell in ('gru', 'lstm'):
+    base = R[f'{cell}_baseline']
+    for n, arg, weights, acts in INT8:
+      r = R[('' if cell == 'gru' else f'{cell}_') + n]
+      args = ([] if cell == 'gru' else [f'cell={cell}']) + ([arg] if arg
+                                                           else [])
+      rows.append([
+          '`gru_int8.py' + (':' + ','.join(args) if args else '') + '`',
+          weights, acts, acc(base), acc(r), acc(r['eval_int']),
+          nbytes(r['compressed_bytes'])])
+  return markdown_table(
+      ['recipe', 'weights', 'activations', 'float baseline',
+       'fake-quant', '`--runtime=int`', 'file bytes'], rows)
+
+
+# (name, recipe, what) of the deployment table: README recipes whose
+# artifacts are exported to ONNX and StableHLO and evaluated through both.
+DEPLOY = [
+    ('gru_baseline', 'gru_baseline.py', 'float32 GRU-64'),
+    ('qat8', 'gru_qat.py:bits=8', '8-bit codes, per channel'),
+    ('qat4', 'gru_qat.py:bits=4', '4-bit'),
+    ('qat2', 'gru_qat.py:bits=2', '2-bit'),
+    ('prune', 'gru_prune.py', '80% pruned'),
+    ('prune90', 'gru_prune.py:sparsity=0.9', '90% pruned'),
+    ('structured', 'gru_structured.py', 'half the units removed (GRU-32)'),
+    ('deep_compression', 'deep_compression.py', '95% pruned, 16 shared '
+     'values'),
+    ('kd_q4_s0', 'gru_kd.py:seed=0,quant=4', 'distilled GRU-16 student, '
+     '4-bit'),
+]
+DEPLOY_RUNTIMES = ('jax', 'onnx', 'stablehlo')
+
+
+def deploy_runs(root: str) -> list[Run]:
+  teacher = (f"--config.teacher.workdir={os.path.join(root, 'kd_teacher')}",)
+  runs = [Run('kd_teacher', 'gru_kd.py:teacher')]
+  for n, recipe, _ in DEPLOY:
+    runs.append(Run(n, recipe, teacher if n.startswith('kd_') else (),
+                    evals=DEPLOY_RUNTIMES))
+  return runs
+
+
+def deploy_render(R: dict[str, dict]) -> str:
+  """Artifact, ONNX and StableHLO bytes, and the metric through each."""
+  float_onnx = R['gru_baseline']['eval_onnx']['onnx_bytes']
+  rows = []
+  for n, recipe, what in DEPLOY:
+    r = R[n]
+    onnx = r['eval_onnx']['onnx_bytes']
+    rows.append([f'`{recipe}`', what,
+                 nbytes(r['eval_jax']['compressed_bytes']), nbytes(onnx),
+                 f'{float_onnx / onnx:.1f}x',
+                 nbytes(r['eval_stablehlo']['stablehlo_bytes']),
+                 ' / '.join(acc(r[f'eval_{k}']) for k in DEPLOY_RUNTIMES)])
+  return markdown_table(
+      ['recipe', 'model', 'artifact bytes', 'ONNX bytes',
+       'float ONNX / ONNX', 'StableHLO bytes',
+       'test acc. jax / onnx / stablehlo'], rows)
+
+
 def options_runs(root: str) -> list[Run]:
   del root
   return []
@@ -394,14 +524,94 @@ def options_render(R: dict[str, dict]) -> str:
   """Every method's options, from each module's one declaration."""
   del R
   import compression  # pylint: disable=g-import-not-at-top
+  from compression import activations  # pylint: disable=g-import-not-at-top
   from compression import api  # pylint: disable=g-import-not-at-top
   from compression import distillation  # pylint: disable=g-import-not-at-top
+  from compression import early_exit  # pylint: disable=g-import-not-at-top
+  from compression import layers  # pylint: disable=g-import-not-at-top
   modules = [api._MODULES[name] for name in sorted(compression.METHODS)]  # pylint: disable=protected-access
   blocks = []
-  for module in modules + [distillation]:
+  for module in ([activations] + modules
+                 + [distillation, early_exit, layers]):
     table = module.OPTIONS.table()
     blocks.append(table if not blocks else table.split('\n', 2)[2])
   return ''.join(blocks)
+
+
+# Early exit, Kronecker / tensor-train factors, layer removal, logit-MSE
+# distillation and float16 compute.
+_KD_SOFT = ('--config.distill.feature_weight=0',
+            '--config.distill.attention_weight=0',
+            '--config.distill.scratch=false')
+
+
+def techniques_runs(root: str) -> list[Run]:
+  teacher = (f"--config.teacher.workdir={os.path.join(root, 'kd_teacher')}",)
+  return [
+      Run('gru_baseline', 'gru_baseline.py'),
+      Run('early_exit', 'gru_early_exit.py', evals=('jax',)),
+      Run('early_exit_q4', 'gru_early_exit.py:bits=4', evals=('jax',)),
+      Run('kron', 'gru_kron.py'),
+      Run('kron_q8', 'gru_kron.py:bits=8'),
+      Run('tt', 'gru_kron.py:tt'),
+      Run('tt_q8', 'gru_kron.py:tt,bits=8'),
+      Run('layer_drop', 'gru_layer_drop.py'),
+      Run('kd_teacher', 'gru_kd.py:teacher'),
+      Run('kd_soft_s0', 'gru_kd.py:seed=0', teacher + _KD_SOFT),
+      Run('kd_mse_s0', 'gru_kd.py:seed=0',
+          teacher + _KD_SOFT + ('--config.distill.soft_loss=mse',)),
+      Run('float16', 'gru_baseline.py', ('--config.model.dtype=float16',)),
+  ]
+
+
+def techniques_render(R: dict[str, dict]) -> str:
+  base = R['gru_baseline']
+  rows = []
+  for n, what in (('early_exit', 'early exit over time, float GRU-64'),
+                  ('early_exit_q4', 'early exit, 4-bit QAT')):
+    r, art = R[n], R[n]['eval_jax']
+    same = all(art[k] == r[k] for k in ('early_exit_accuracy',
+                                        'mean_steps_fraction'))
+    rows.append([f'`{r["config"]}`', what, acc(r),
+                 f"exits past confidence {r['early_exit_threshold']:.5f} "
+                 f"(chosen on the training split): reads "
+                 f"{100 * r['mean_steps_fraction']:.1f}% of the steps, test "
+                 f"accuracy {r['early_exit_accuracy']:.3f}"
+                 + ('; the artifact alone gives the same' if same else
+                    '; the artifact alone DIFFERS')])
+  for n, what in (('kron', '2 Kronecker terms per input / recurrent kernel'),
+                  ('kron_q8', 'the same, factors and head 8-bit'),
+                  ('tt', 'tensor train, 3 cores of rank 4'),
+                  ('tt_q8', 'the same, cores and head 8-bit')):
+    r = R[n]
+    rows.append([f'`{r["config"]}`', what, acc(r),
+                 f"{r['factored_kernel_params']:,} kernel parameters "
+                 f"({r['kernel_reduction']:.1f}x fewer than "
+                 f"{r['dense_kernel_params']:,}), file "
+                 f"{nbytes(r['compressed_bytes'])} bytes ({ratio(r)})"])
+  r = R['layer_drop']
+  sens = ', '.join(f'{k} {v:.3g}' for k, v in r['layer_sensitivity'].items())
+  removed = ', '.join(f'layer_{l}' for l in r['removed_layers'])
+  rows.append([f'`{r["config"]}`', 'a 2-layer GRU-64, the least sensitive '
+               'removable layer removed, fine-tuned', acc(r),
+               f"2-layer float {r['source_test_accuracy']:.3f}; sensitivity "
+               f"(sum of \\|g w\\|) {sens}; removed {removed}: "
+               f"{r['params_total']:,} parameters left"])
+  r, kl = R['kd_mse_s0'], R['kd_soft_s0']
+  rows.append(['`gru_kd.py:seed=0` soft labels only, '
+               '`--config.distill.soft_loss=mse`', 'GRU-16 student regressing '
+               "the teacher's logits (Ba and Caruana)", acc(r),
+               f"KL soft labels, same flags: {acc(kl)}; teacher "
+               f"{r['teacher_test_accuracy']:.3f}"])
+  r = R['float16']
+  rows.append(['`gru_baseline.py --config.model.dtype=float16`',
+               'float16 compute, dynamic loss scaling, float32 master '
+               'weights', acc(r), f'float32: {acc(base)}'])
+  head = (f"Baseline `gru_baseline.py`: test accuracy {acc(base)}; its "
+          f"kernels (input, recurrent, head) hold "
+          f"{R['kron']['dense_kernel_params']:,} parameters.\n\n")
+  return head + markdown_table(['recipe', 'what', 'test acc.', 'result'],
+                               rows)
 
 
 TABLES = {
@@ -413,6 +623,10 @@ TABLES = {
     'worked': Table(worked_runs, worked_render),
     'lm_kd': Table(lm_kd_runs, lm_kd_render),
     'options': Table(options_runs, options_render),
+    'onnx': Table(deploy_runs, deploy_render),
+    'int8': Table(int8_runs, int8_render),
+    'budget': Table(budget_runs, budget_render),
+    'techniques': Table(techniques_runs, techniques_render),
 }
 
 

@@ -47,6 +47,7 @@ SWEEPS = {
     'qat': 'configs/gru_qat.py',
     'kd': 'configs/gru_kd.py',
     'lm_ptq': 'configs/lm_ptq.py',
+    'budget': 'configs/auto.py',
 }
 
 # Columns averaged over seeds for the tables.
@@ -321,6 +322,95 @@ def table_lm_bits(S: Summaries) -> str:
                  'ratio'], rows)
 
 
+# The byte-budget item's hand-made recipes (configs/auto.py `sweep`).
+BUDGET_HANDMADE = (
+    ('qat2', 'uniform QAT, 2-bit'),
+    ('pq0.9_4', 'pruned 90% + 4-bit, every parameter'),
+    ('pq0.95_2', 'pruned 95% + 2-bit, every parameter'),
+    ('dc0.95_16', 'Deep Compression, 95% + 16 shared values'),
+    ('dc0.98_4', 'Deep Compression, 98% + 4 shared values'),
+    ('kd16_4', 'distilled GRU-16, 4-bit'),
+    ('kd8_2', 'distilled GRU-8, 2-bit'),
+)
+
+
+def _budgets(g: dict) -> list[int]:
+  return sorted((int(k[4:]) for k in g if re.fullmatch(r'auto\d+', k)),
+                reverse=True)
+
+
+def table_budget(S: Summaries) -> str:
+  """`auto` at each budget against the best hand-made file of no more bytes."""
+  g = S.get('budget', {})
+  base = g.get('baseline')
+  rows = []
+  verdicts = []
+  for b in _budgets(g):
+    a = g[f'auto{b}']
+    fits = [(g[k]['value'], k, label) for k, label in BUDGET_HANDMADE
+            if k in g and g[k].get('compressed_bytes', math.inf) <= b]
+    best = max(fits) if fits else None
+    hand = g[best[1]] if best else None
+    rows.append([f'{b:,}', _int(a, 'compressed_bytes'), _pct(a),
+                 best[2] if best else 'none fits', _int(hand,
+                                                        'compressed_bytes'),
+                 _pct(hand), _n(a)])
+    if best:
+      verdicts.append('at least as accurate' if a['value'] >= hand['value']
+                      else 'less accurate')
+  out = markdown_table(['budget (bytes)', 'auto: file bytes',
+                        'auto: test accuracy (%)', 'best hand-made recipe '
+                        'of no more bytes', 'its file bytes',
+                        'its test accuracy (%)', 'seeds'], rows)
+  if verdicts:
+    n_ok = verdicts.count('at least as accurate')
+    out += (f'\nWhere a hand-made file fits the budget, `auto` is at least as '
+            f'accurate (mean of seeds) at {n_ok} of {len(verdicts)} budgets. '
+            f'Float GRU-64 baseline: {_pct(base)}, '
+            f'{_int(base, "dense_bytes")} bytes as float32.\n')
+  rows = []
+  for k, label in BUDGET_HANDMADE:
+    h = g.get(k)
+    rows.append([label, _int(h, 'compressed_bytes'), _pct(h), _n(h)])
+  out += '\n' + markdown_table(['hand-made recipe', 'file bytes',
+                                'test accuracy (%)', 'seeds'], rows)
+  return out
+
+
+def plot_budget(S: Summaries, path: str) -> None:
+  """Test accuracy against file bytes: auto and the hand-made recipes."""
+  plt = sweep_lib._pyplot()  # pylint: disable=protected-access
+  g = S.get('budget', {})
+  fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
+  budgets = _budgets(g)
+  if budgets:
+    pts = [g[f'auto{b}'] for b in budgets]
+    ax.errorbar([p['compressed_bytes'] for p in pts],
+                [100 * p['value'] for p in pts],
+                yerr=[100 * p.get('value_std', 0) for p in pts], marker='o',
+                capsize=3, label='auto (one budget per point)')
+  for (k, label), marker in zip(BUDGET_HANDMADE, 'sD^v<>p'):
+    h = g.get(k)
+    if h:
+      ax.errorbar([h['compressed_bytes']], [100 * h['value']],
+                  yerr=[100 * h.get('value_std', 0)], marker=marker,
+                  capsize=3, linestyle='none', label=label)
+  base = g.get('baseline')
+  if base:
+    ax.axhline(100 * base['value'], color='gray', linestyle=':',
+               label='float32 baseline')
+  ax.set_xscale('log')
+  sweep_lib._plain_log_ticks(ax.xaxis)  # pylint: disable=protected-access
+  ax.set_xlabel('artifact file bytes (log scale)')
+  ax.set_ylabel('test accuracy (%)')
+  ax.grid(True, which='both', alpha=0.3)
+  ax.legend(fontsize=7)
+  ax.set_title('GRU-64, JapaneseVowels: compression to a byte budget')
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
 def table_run_info(S: Summaries, info: dict) -> str:
   """How the numbers were made: command, machine, wall time."""
   if not info:
@@ -508,6 +598,7 @@ def write_outputs(root: str, items: Sequence[str], markdown: str,
       'wen_iss': table_wen_iss(summaries),
       'quant_bits': table_quant_bits(summaries),
       'lm_bits': table_lm_bits(summaries),
+      'budget': table_budget(summaries),
   }
   with open(markdown) as f:
     text = f.read()
@@ -534,6 +625,7 @@ def write_outputs(root: str, items: Sequence[str], markdown: str,
                         'GRU on JapaneseVowels: every method (mean of seeds)')
   plot_quant_bits(summaries, os.path.join(plot_dir, 'quant_bits.png'))
   plot_zhu_gupta(summaries, os.path.join(plot_dir, 'zhu_gupta.png'))
+  plot_budget(summaries, os.path.join(plot_dir, 'budget.png'))
   prune_rows = rows_by_item.get('prune', [])
   sweep_lib.plot_curves(
       sweep_lib.curve_runs(prune_rows, os.path.join(root, 'prune')),

@@ -46,11 +46,15 @@ from checkpoints import restore_verified_params
 import cli
 import compression
 from compression import accounting
+from compression import budget as budget_lib
 from compression import distillation
+from compression import early_exit as early_exit_lib
 from compression import export as export_lib
 from compression import files
+from compression import layers as layers_lib
 import data
 import models
+from models import cells as model_cells
 from models.tasks import TASK_METRIC, finish_metrics, task_loss
 from compression.errors import InputError
 
@@ -152,6 +156,79 @@ def make_optimizer(cfg: Any, steps: int) -> optax.GradientTransformation:
   return optax.chain(*parts)
 
 
+class LossScaleState(NamedTuple):
+  """The optimizer state of a float16 run: dynamic loss scaling's, and the
+  wrapped optimizer's."""
+  scale: jax.Array  # float32: the loss is multiplied by it before the grad.
+  good_steps: jax.Array  # int32: finite steps since the scale last changed.
+  inner: Any  # The wrapped optimizer's state.
+
+
+# The loss scale never grows past this (float16's largest value is 65504, so
+# larger scales overflow every gradient anyway).
+MAX_LOSS_SCALE = 2.0**24
+
+
+def loss_scaled(tx: optax.GradientTransformation, cfg: Any
+                ) -> optax.GradientTransformation:
+  """`tx` behind dynamic loss scaling, for float16 compute.
+
+  Float16 has 10 mantissa bits and no value below 6e-8, so small gradients
+  of the float16 products underflow to 0; the train step therefore
+  multiplies the loss by a scale S before the gradient and divides the
+  float32 gradients by S after (`make_train_step`). The parameters and the
+  optimizer state (the master weights) stay float32. The scale adapts
+  (Micikevicius et al. 2018, "Mixed precision training"):
+
+  * a step whose gradients are not finite (an overflow at this scale) is
+    skipped: no update, the inner state kept, and S halves (never below 1);
+  * after `loss_scale_period` finite steps in a row, S doubles (at most
+    `MAX_LOSS_SCALE`).
+
+  Args:
+    tx: the optimizer (`make_optimizer`).
+    cfg: `config.optimizer`: `loss_scale` (the initial S, > 0) and
+      `loss_scale_period` (>= 1).
+
+  Returns:
+    A GradientTransformation whose state is a `LossScaleState`.
+
+  Raises:
+    InputError: a scale that is not a positive finite number, or a period
+      that is not an integer >= 1.
+  """
+  init_scale, period = cfg.loss_scale, cfg.loss_scale_period
+  if (isinstance(init_scale, bool) or not isinstance(init_scale, (int, float))
+      or not math.isfinite(init_scale) or init_scale <= 0):
+    raise InputError(f'optimizer.loss_scale: must be a finite number > 0 '
+                     f'(float16 training scales the loss), got {init_scale!r}')
+  if isinstance(period, bool) or not isinstance(period, int) or period < 1:
+    raise InputError(f'optimizer.loss_scale_period: must be an integer >= 1, '
+                     f'got {period!r}')
+
+  def init(params):
+    return LossScaleState(jnp.asarray(init_scale, jnp.float32),
+                          jnp.zeros((), jnp.int32), tx.init(params))
+
+  def update(grads, state, params=None):
+    finite = jnp.isfinite(optax.global_norm(grads))
+    safe = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
+    updates, inner = tx.update(safe, state.inner, params)
+    updates = jax.tree.map(lambda u: jnp.where(finite, u, 0.0), updates)
+    inner = jax.tree.map(lambda n, o: jnp.where(finite, n, o), inner,
+                         state.inner)
+    good = jnp.where(finite, state.good_steps + 1, 0)
+    grow = good >= period
+    scale = jnp.where(
+        finite,
+        jnp.where(grow, jnp.minimum(state.scale * 2.0, MAX_LOSS_SCALE),
+                  state.scale),
+        jnp.maximum(state.scale / 2.0, 1.0))
+    return updates, LossScaleState(scale, jnp.where(grow, 0, good), inner)
+
+  return optax.GradientTransformation(init, update)
+
+
 def validate_numbers(config: Any) -> None:
   """Refuses NaN or infinite numbers anywhere in a config, and a bad seed.
 
@@ -204,9 +281,11 @@ def build(config: Any, devices: Sequence[Any] | None = None) -> Setup:
         'compression.hidden_state.cell_bits: only an lstm has a cell state; '
         f'model.cell is {config.model.cell!r} (use hidden_state.bits for h_t)')
   dataset = data.load(config.data)
-  state_fn, cell_state_fn = compression.model_hooks(config.compression)
+  # In-model quantizers (hidden state, activations: a static input step is
+  # calibrated from the training split).
   model = models.make(config.model, dataset.task, dataset.info,
-                      state_fn=state_fn, cell_state_fn=cell_state_fn)
+                      **compression.model_hooks(config.compression,
+                                                dataset.train))
   compressor = compression.make(config.compression)
   if config.needs_source and not (config.init_from or config.init_config):
     raise InputError(f'init_from: {config.name}.py compresses a trained run; '
@@ -215,6 +294,8 @@ def build(config: Any, devices: Sequence[Any] | None = None) -> Setup:
       os.path.join(config.init_from, 'checkpoints'))):
     raise InputError(f'init_from: {config.init_from!r} holds no checkpoints/')
   tx = make_optimizer(config.optimizer, config.train.steps)
+  if config.model.dtype == 'float16':
+    tx = loss_scaled(tx, config.optimizer)
   devices = list(jax.devices() if devices is None else devices)
   n_dev = len(devices)
   for field in ('batch_size', 'eval_batch_size'):
@@ -246,6 +327,11 @@ def check(config: Any) -> None:
   reported before any training (also of a source model trained first).
   """
   setup = build(config)
+  early_exit_lib.check(config, setup.dataset.task)
+  layers_lib.check(config.layer_drop, config.model.layers,
+                   _layer0_width(config, setup.dataset.info),
+                   config.model.hidden,
+                   bool(config.init_from or config.init_config))
   example = jax.tree.map(lambda a: a[:2], setup.dataset.train)
   params = setup.model.init(jax.random.PRNGKey(0), example['x'],
                             example['lengths'])['params']
@@ -263,6 +349,18 @@ def check(config: Any) -> None:
                      'apply last to first, like optax.chain') from None
   accounting.plan(dense, exports,
                   compression.method_names(config.compression), 'fixed')
+  if budget_lib.enabled(config):
+    # The smallest file comes from the smallest candidate width.
+    spec = budget_lib.parse(config.compression.budget)
+    least = min(budget_lib.widths(spec, int(config.model.hidden)))
+    small_config = config.copy_and_resolve_references()
+    with small_config.unlocked():
+      small_config.model.hidden = least
+    small = budget_lib.shrink_to(params, config.model.cell, least)
+    budget_lib.check_run(small_config, setup.dataset.task, setup.dataset.info,
+                         setup.compressor, small,
+                         setup.compressor.init(small)[1],
+                         4 * model_param_count(setup))
 
 
 def init_state(config: Any, setup: Setup,
@@ -284,7 +382,9 @@ def init_state(config: Any, setup: Setup,
   example = jax.tree.map(lambda a: a[:2], setup.dataset.train)
   params = setup.model.init(init_rng, example['x'], example['lengths'])['params']
   if config.init_from:
-    params = restore_params(config.init_from, params)
+    params = restore_params(config.init_from, params,
+                            layers_lib.removed_of(config),
+                            budget_lib.width_of(config))
   params, comp_state = setup.compressor.init(params)
   aux = {}
   if teacher_width is None and setup.teacher is not None:
@@ -299,16 +399,24 @@ def init_state(config: Any, setup: Setup,
       aux=aux)
 
 
-def restore_params(workdir: str, target: Any) -> Any:
+def restore_params(workdir: str, target: Any,
+                   removed: Sequence[int] = (), width: int = 0) -> Any:
   """The dense float parameters of `workdir`'s latest checkpoint.
 
   Only the parameters are read, so the source run may have used another
-  optimizer; their structure and shapes must match `target`.
+  optimizer; their structure and shapes must match `target`, once the
+  source layers `removed` are dropped (`compression.layers.shrink_flat`)
+  and, with a `width`, every layer is cut to its `width` strongest units
+  (`compression.budget.shrink_to`).
   """
   params = restore_verified_params(workdir, 'init_from')
+  if width:
+    cell = read_run_config(workdir, 'init_from').model.cell
+    params = budget_lib.shrink_to(params, cell, width)
   want = jax.tree_util.tree_flatten_with_path(target)[0]
   got = dict((compression.core.path_str(p), v) for p, v in
              jax.tree_util.tree_flatten_with_path(params)[0])
+  got = layers_lib.shrink_flat(got, list(removed))
   for p, leaf in want:
     name = compression.core.path_str(p)
     if name not in got or np.shape(got[name]) != np.shape(leaf):
@@ -321,11 +429,9 @@ def restore_params(workdir: str, target: Any) -> Any:
       target)
 
 
-def calibrate(config: Any, setup: Setup, state: TrainState) -> TrainState:
-  """Runs the compressor's `calibrate` on the first N training batches."""
+def calibration_loss(config: Any, setup: Setup):
+  """Dense parameters -> mean loss on the first N training batches."""
   n = int(config.compression.calibration_batches)
-  if n <= 0:
-    return state
   task = setup.dataset.task
   batches = [data.train_batch(setup.dataset.train, config.data.batch_size,
                               config.seed, i) for i in range(n)]
@@ -338,8 +444,25 @@ def calibrate(config: Any, setup: Setup, state: TrainState) -> TrainState:
   def loss_fn(dense):
     return sum(float(batch_loss(dense, b)) for b in batches) / n
 
+  return loss_fn
+
+
+def calibrate(config: Any, setup: Setup, state: TrainState,
+              workdir: str | None = None) -> TrainState:
+  """Runs the compressor's `calibrate` on the first N training batches, and
+  a byte budget's allocation (`compression.budget`) when the chain has one."""
+  n = int(config.compression.calibration_batches)
+  on_budget = budget_lib.enabled(config)
+  if n <= 0:
+    return state  # (A budget run without batches is refused by `check`.)
+  loss_fn = calibration_loss(config, setup)
   comp_state = setup.compressor.calibrate(state.params, state.comp_state,
                                           loss_fn)
+  if on_budget:
+    comp_state = budget_lib.allocate_run(
+        config, setup.dataset.task, setup.dataset.info, setup.compressor,
+        state.params, comp_state, loss_fn, 4 * model_param_count(setup),
+        workdir, log)
   return state._replace(comp_state=comp_state)
 
 
@@ -391,12 +514,23 @@ def make_train_step(setup: Setup, config: Any):
   The state is donated. The teacher (if any) runs inside the same step on the
   same batch, under stop_gradient; its parameters are an argument rather than
   a closure so they are not baked into the compiled program as constants.
+
+  With `early_exit.enabled` the objective adds the weighted per-step loss of
+  `compression.early_exit`. With `model.dtype = 'float16'` the loss is
+  multiplied by the dynamic loss scale before the gradient and the gradients
+  divided by it after (`loss_scaled`); a step whose gradients overflow is
+  skipped (parameters, compression state unchanged) and the scale lowered.
+  The whole step, backward pass included, traces under
+  `model.matmul_precision`.
   """
   task = setup.dataset.task
   teacher = setup.teacher
   dcfg = config.distill
-  need_inter = teacher is not None and bool(
-      dcfg.feature_weight or dcfg.attention_weight)
+  ee = early_exit_lib.section_of(config)
+  need_inter = ee is not None or (teacher is not None and bool(
+      dcfg.feature_weight or dcfg.attention_weight))
+  scaled = config.model.dtype == 'float16'
+  precision = model_precision(setup)
 
   def forward(model, params, batch):
     if need_inter:
@@ -417,40 +551,70 @@ def make_train_step(setup: Setup, config: Any):
       t_inter = jax.lax.stop_gradient(t_inter)
       objective = distillation.distillation_loss(
           task, dcfg, batch, out, t_out, inter, t_inter, aux.get('projection'))
+    if ee is not None:
+      objective = objective + ee.step_weight * early_exit_lib.step_loss(
+          inter['step_logits'], batch['y'], batch['lengths'], ee.power)
     return objective + setup.compressor.penalty(params, comp_state), loss
 
-  def grads_fn(trainable, comp_state, batch, teacher_params):
-    (total, loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        trainable, comp_state, batch, teacher_params)
-    return total, loss, grads
+  def grads_fn(trainable, comp_and_scale, batch, teacher_params):
+    comp_state, scale = comp_and_scale
+    if scale is None:
+      (total, loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          trainable, comp_state, batch, teacher_params)
+      return total, loss, grads
+
+    def scaled_loss(trainable):
+      total, loss = loss_fn(trainable, comp_state, batch, teacher_params)
+      return total * scale, (total, loss)
+
+    (_, (total, loss)), grads = jax.value_and_grad(scaled_loss, has_aux=True)(
+        trainable)
+    return total, loss, jax.tree.map(lambda g: g / scale, grads)
 
   if setup.mesh.size > 1:
     grads_fn = data_parallel(grads_fn, setup.mesh)
 
   def step_fn(state: TrainState, batch, teacher_params):
+    with model_cells.matmul_precision(precision):
+      return step_body(state, batch, teacher_params)
+
+  def step_body(state: TrainState, batch, teacher_params):
     trainable = {'model': state.params, 'aux': state.aux}
-    total, loss, grads = grads_fn(trainable, state.comp_state, batch,
+    scale = state.opt_state.scale if scaled else None
+    total, loss, grads = grads_fn(trainable, (state.comp_state, scale), batch,
                                   teacher_params)
     updates, opt_state = setup.tx.update(grads, state.opt_state, trainable)
     trainable = optax.apply_updates(trainable, updates)
     params, comp_state = setup.compressor.update(
         trainable['model'], state.comp_state, grads['model'], state.step)
-    finite = jnp.isfinite(total) & jnp.isfinite(optax.global_norm(grads))
+    grads_finite = jnp.isfinite(optax.global_norm(grads))
+    if scaled:
+      # Overflowing float16 gradients are expected: `loss_scaled` skips the
+      # update and lowers the scale. Only a non-finite loss, or gradients
+      # that overflow at scale 1, stop the run.
+      finite = jnp.isfinite(total) & (grads_finite | (scale > 1.0))
+      applied = grads_finite
+    else:
+      finite = jnp.isfinite(total) & grads_finite
+      applied = True
     ok = finite & (state.bad_step < 0)
-    keep = lambda new, old: jax.tree.map(
-        lambda n, o: jnp.where(ok, n, o), new, old)
+    keep = lambda new, old, cond=ok & applied: jax.tree.map(
+        lambda n, o: jnp.where(cond, n, o), new, old)
     new_state = TrainState(
         step=state.step + 1,
         params=keep(params, state.params),
-        opt_state=keep(opt_state, state.opt_state),
+        opt_state=keep(opt_state, state.opt_state, ok),
         comp_state=keep(comp_state, state.comp_state),
         rng=state.rng,
         bad_step=jnp.where((state.bad_step < 0) & ~finite, state.step,
                            state.bad_step),
         aux=keep(trainable['aux'], state.aux))
-    return new_state, {'loss': loss, 'objective': total,
-                       'grad_norm': optax.global_norm(grads),
-                       'param_norm': optax.global_norm(params)}
+    metrics = {'loss': loss, 'objective': total,
+               'grad_norm': optax.global_norm(grads),
+               'param_norm': optax.global_norm(params)}
+    if scaled:
+      metrics['loss_scale'] = scale
+    return new_state, metrics
 
   return jax.jit(step_fn, donate_argnums=0)
 
@@ -473,13 +637,20 @@ def put_batch(batch: dict, sharding: jax.sharding.NamedSharding) -> dict:
   return jax.tree.map(local, batch)
 
 
+def model_precision(setup: Setup) -> str:
+  """The model's `matmul_precision` ('default' for a module without one)."""
+  return getattr(setup.model, 'matmul_precision', 'default')
+
+
 def make_eval_fn(setup: Setup):
   """A jitted function `(dense_params, batch) -> dict of weighted sums`."""
   task = setup.dataset.task
+  precision = model_precision(setup)
 
   @jax.jit
   def eval_fn(dense, batch):
-    out = setup.model.apply({'params': dense}, batch['x'], batch['lengths'])
+    with model_cells.matmul_precision(precision):
+      out = setup.model.apply({'params': dense}, batch['x'], batch['lengths'])
     return task_loss(task, out, batch, batch['weight'])[1]
 
   return eval_fn
@@ -808,9 +979,157 @@ def prepare_init(config: Any, workdir: str) -> Any:
   return config
 
 
+def _layer0_width(config: Any, info: dict) -> int:
+  """What the first recurrent layer reads: features, or the embedding."""
+  if 'vocab_size' in info and 'input_dim' not in info:
+    return int(config.model.embed_dim)
+  return int(info.get('input_dim', config.model.embed_dim))
+
+
+def prepare_layer_drop(config: Any) -> tuple[Any, dict]:
+  """Removes whole layers of the `init_from` stack, least sensitive first.
+
+  The sensitivities (`compression.layers`) are those of the source's float
+  parameters, over `layer_drop.batches` training batches (batches as
+  training draws them, a pure function of (seed, step), so a resumed run
+  chooses the same layers). The returned config builds the shrunk model
+  (`model.layers` less the removed ones, `layer_drop.removed` naming them),
+  so its checkpoints and artifact hold only the kept layers.
+
+  Args:
+    config: the run's config after `prepare_init` (its model is the
+      source's).
+
+  Returns:
+    (the config of the shrunk run, the results.json fields of the removal);
+    the config unchanged and {} when `layer_drop.remove` is 0.
+  """
+  o = layers_lib.OPTIONS.parse(config.layer_drop)
+  if not o.remove:
+    return config, {}
+  setup = build(config)
+  task = setup.dataset.task
+  example = jax.tree.map(lambda a: a[:2], setup.dataset.train)
+  params = setup.model.init(jax.random.PRNGKey(0), example['x'],
+                            example['lengths'])['params']
+  params = restore_params(config.init_from, params)
+
+  @jax.jit
+  def grad_fn(p, batch):
+    def loss(p):
+      out = setup.model.apply({'params': p}, batch['x'], batch['lengths'])
+      return task_loss(task, out, batch)[0]
+    return jax.grad(loss)(p)
+
+  batches = [data.train_batch(setup.dataset.train, config.data.batch_size,
+                              config.seed, i) for i in range(o.batches)]
+  tensors = layers_lib.tensor_sensitivity(grad_fn, params, batches)
+  source_layers = int(config.model.layers)
+  removed = layers_lib.parse_removed(o.removed) or layers_lib.choose(
+      layers_lib.layer_sensitivity(tensors),
+      layers_lib.removable(source_layers,
+                           _layer0_width(config, setup.dataset.info),
+                           int(config.model.hidden)), o.remove)
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.model.layers = source_layers - len(removed)
+    config.layer_drop.removed = ','.join(str(l) for l in removed)
+  report = layers_lib.report(tensors, removed, source_layers)
+  metric = f'test_{TASK_METRIC[task]}'
+  try:
+    with open(os.path.join(config.init_from, 'results.json')) as f:
+      report[f'source_{metric}'] = json.load(f)[metric]
+  except (OSError, ValueError, KeyError):
+    pass  # A source without results still shrinks; only the row is missing.
+  log('layer sensitivity %s: removing layers %s of %d',
+      report['layer_sensitivity'], removed, source_layers)
+  return config, report
+
+
+def prepare_width(config: Any) -> Any:
+  """Chooses a byte-budget run's hidden width (`compression.budget`).
+
+  For each candidate width the source's float model is cut to that many
+  units per layer (`budget.shrink_to`), and the budget's allocation is
+  solved on it: the width's score is the loss increase of the cut model plus
+  the least total sensitivity of the settings that fit the budget. The
+  best-scoring width wins (a pure function of the source and the seed, so a
+  resumed run chooses the same). The returned config builds that model
+  (`model.hidden`, `compression.budget.width`); its teacher stays the
+  source.
+
+  Returns:
+    The config of the run (unchanged without candidate widths).
+  """
+  if not budget_lib.enabled(config):
+    return config
+  spec = budget_lib.parse(config.compression.budget)
+  hidden = int(config.model.hidden)
+  if spec.width and spec.width != hidden:  # Given: only the model follows.
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.model.hidden = spec.width
+    return config
+  if spec.width or not spec.widths or not config.init_from:
+    return config
+  source = build(config)
+  example = jax.tree.map(lambda a: a[:2], source.dataset.train)
+  target = source.model.init(jax.random.PRNGKey(0), example['x'],
+                             example['lengths'])['params']
+  params = restore_params(config.init_from, target)
+  dense_bytes = 4 * model_param_count(source)
+  base = None
+  scores = []
+  for width in budget_lib.widths(spec, hidden):
+    trial = config.copy_and_resolve_references()
+    with trial.unlocked():
+      trial.model.hidden = width
+      trial.compression.budget.width = width
+    setup = build(trial)
+    small = jax.tree.map(jnp.asarray, budget_lib.shrink_to(
+        params, config.model.cell, width))
+    loss_fn = calibration_loss(trial, setup)
+    loss = loss_fn(small)
+    base = loss if base is None else base
+    _, state = setup.compressor.init(small)
+    try:
+      _, chosen, _ = budget_lib.allocate(
+          spec, small, state[0], loss_fn, budget_lib.file_size_fn(
+              trial, setup.dataset.task, setup.dataset.info,
+              setup.compressor, small), dense_bytes, log=lambda s: None)
+    except InputError:
+      log('width %d: no allocation fits the budget', width)
+      continue
+    cost = max(loss - base, 0.0) + sum(max(c.sensitivity, 0.0)
+                                       for c in chosen)
+    log('width %d: loss increase %.4f + settings %.4f', width,
+        max(loss - base, 0.0), cost - max(loss - base, 0.0))
+    scores.append((cost, -width))
+  if not scores:
+    raise InputError('compression.budget: no candidate width fits the '
+                     'budget; raise it or add smaller widths')
+  width = -min(scores)[1]
+  log('hidden width %d of %d chosen', width, hidden)
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.model.hidden = width
+    config.compression.budget.width = width
+  return config
+
+
 def teacher_dir(config: Any, workdir: str) -> str:
-  """Where the teacher of a distillation run lives."""
-  return config.teacher.workdir or os.path.join(workdir, 'teacher')
+  """Where the teacher of a distillation run lives.
+
+  `teacher.workdir` when set; else the run's `init_from` when the teacher
+  recipe is the init recipe (the model fine-tuned from is the teacher, so it
+  trains once); else `<workdir>/teacher`.
+  """
+  if config.teacher.workdir:
+    return config.teacher.workdir
+  if (config.init_from and config.teacher.config
+      and config.teacher.config == config.init_config):
+    return config.init_from
+  return os.path.join(workdir, 'teacher')
 
 
 def teacher_width(config: Any, workdir: str) -> int | None:
@@ -880,6 +1199,44 @@ def prepare_teacher(config: Any, student: Setup, workdir: str
   return Teacher(t_setup.model, dense, int(t_config.model.hidden), t_results)
 
 
+def early_exit_results(config: Any, setup: Setup, dense: Any, workdir: str
+                       ) -> tuple[dict, Any]:
+  """Chooses the exit threshold on the training split, evaluates the test
+  split with early exit, and writes `early_exit.png`.
+
+  Returns:
+    (the results.json fields of `compression.early_exit`, the config with
+    `early_exit.threshold` set to the chosen threshold, which the artifact's
+    header records).
+  """
+  ee = early_exit_lib.section_of(config)
+  fn = early_exit_lib.step_logits_fn(setup.model, dense)
+  size = config.data.eval_batch_size
+  train_out = early_exit_lib.step_outputs(
+      fn, data.eval_batches(setup.dataset.train, size))
+  tau = (early_exit_lib.choose_threshold(train_out, ee.target) if ee.target
+         else ee.threshold)
+  test_out = early_exit_lib.step_outputs(
+      fn, data.eval_batches(setup.dataset.test, size))
+  fields = early_exit_lib.report(test_out, tau)
+  acc, frac = early_exit_lib.exit_metrics(train_out, [tau])
+  fields.update(early_exit_train_accuracy=float(acc[0]),
+                train_steps_fraction=float(frac[0]),
+                full_read_train_accuracy=early_exit_lib.full_read_accuracy(
+                    train_out))
+  if not jax.process_index():
+    files.atomic_write(os.path.join(workdir, 'early_exit.png'),
+                       early_exit_lib.plot_png(fields, config_label(config)))
+  fields['early_exit_plot'] = 'early_exit.png'
+  log('early exit: threshold %.6g reads %.1f%% of the steps, test accuracy '
+      '%.4f (full read %.4f)', tau, 100 * fields['mean_steps_fraction'],
+      fields['early_exit_accuracy'], fields['full_read_accuracy'])
+  chosen = config.copy_and_resolve_references()
+  with chosen.unlocked():
+    chosen.early_exit.threshold = float(tau)
+  return fields, chosen
+
+
 def train_and_evaluate(config: Any, workdir: str) -> dict:
   """Trains, evaluates and writes the run's files; resumes from checkpoints.
 
@@ -894,6 +1251,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
   config = inherit(config)  # The init_from run's model and data.
   check(config)  # Fails on bad input before anything runs or is written.
   config = prepare_init(config, workdir)
+  config, drop_results = prepare_layer_drop(config)
+  config = prepare_width(config)
   setup = build(config)
   setup = setup._replace(teacher=prepare_teacher(config, setup, workdir))
   os.makedirs(workdir, exist_ok=True)
@@ -911,7 +1270,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
     state = restored
     log('resumed from checkpoint at step %d', int(state.step))
   else:
-    state = calibrate(config, setup, state)
+    state = calibrate(config, setup, state, workdir)
   start_step = int(state.step)
   replicated = jax.sharding.NamedSharding(setup.mesh, jax.P())
   batch_sharding = jax.sharding.NamedSharding(setup.mesh, jax.P('data'))
@@ -1003,11 +1362,23 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
   mngr.close()
   train_seconds = prior_seconds + run_seconds()
 
+  budget_results = {}
+  if budget_lib.enabled(config):
+    # The file must fit: checked (and if need be repaired) before the final
+    # evaluation, so the metrics are the written model's.
+    comp_state, budget_results = budget_lib.fit_run(
+        config, task, info, setup.compressor, jax.device_get(state.params),
+        jax.device_get(state.comp_state), workdir, log)
+    state = state._replace(comp_state=comp_state)
   dense = jax.device_get(dense_of(state))
   ev = evaluate_params(setup, eval_fn, dense, setup.dataset.test,
                        config.data.eval_batch_size)
   writer.write(steps, 'test', ev)
   writer.close()
+  exit_results, export_config = {}, config
+  if early_exit_lib.section_of(config) is not None:
+    exit_results, export_config = early_exit_results(config, setup, dense,
+                                                     workdir)
   sizes = size_report(dense)
   # The reference size is the uncompressed model's: float32 for every
   # parameter of the model as the config defines it (a low-rank model's
@@ -1024,7 +1395,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
       # The artifact <workdir>/model.rnnc: compressed_bytes is its size on
       # disk, compression_ratio = dense_bytes / compressed_bytes; also
       # entropy_coded_bytes and fixed_width_bytes (payload sizes).
-      **export_lib.write_run(config, task, info, setup.compressor,
+      **export_lib.write_run(export_config, task, info, setup.compressor,
                              jax.device_get(state.params),
                              jax.device_get(state.comp_state), dense, workdir),
       'train_seconds': train_seconds,
@@ -1044,6 +1415,9 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
     results['naive_rmse'] = ev['naive_rmse']
   results.update(compression.report(config.compression, state.comp_state,
                                     dense, config.model))
+  results.update(budget_results)
+  results.update(drop_results)
+  results.update(exit_results)
   if setup.teacher is not None:
     key = f'test_{metric}'
     results[f'teacher_{key}'] = setup.teacher.results[key]

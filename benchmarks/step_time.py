@@ -28,6 +28,16 @@ this is how the JAX step uses the cores that PyTorch's intra-op threads use
   from a teacher of the same shape run inside the same step.
 * `gru bfloat16`: `model.dtype='bfloat16'` (bf16 matmuls, float32 master
   weights and gate arithmetic).
+* `gru float16`: `model.dtype='float16'` (float16 matmuls, float32 master
+  weights, dynamic loss scaling: the scaled loss, the unscaling and the
+  overflow check of every step, `train.loss_scaled`).
+* `gru kronecker`: every kernel of the layer a sum of 2 Kronecker products
+  (`compression.kronecker`), multiplied through (two small products per
+  row instead of one dense one) in the generic scan.
+* `gru early exit`: the per-step head and loss of `compression.early_exit`.
+* `gru highest`: `model.matmul_precision='highest'` (full float32 products;
+  on GPUs the default lets float32 matmuls run in TF32, on CPU it changes
+  nothing but the program's precision flags).
 * `torch gru`, `torch lstm`: `torch.nn.GRU` / `torch.nn.LSTM` (batch_first),
   linear head on the last state, cross-entropy, Adam; a full step (zero_grad,
   forward, loss, backward, optimizer step) with `torch.set_num_threads`
@@ -65,6 +75,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import timing
+from compression import kronecker
 from compression import pruning
 from compression import quantization
 from configs import common
@@ -93,14 +104,18 @@ class AutodiffClassifier(nn.Module):
 
 
 def make_config(args: argparse.Namespace, cell: str, methods: str = '',
-                dtype: str = 'float32') -> Any:
+                dtype: str = 'float32', precision: str = 'default',
+                early_exit: bool = False) -> Any:
   """The benchmark shape as a train.py config.
 
   Args:
     args: the command-line shape arguments.
     cell: 'gru' or 'lstm'.
-    methods: `compression.methods` ('' = float, 'quantize' or 'prune').
+    methods: `compression.methods` ('' = float, 'quantize', 'prune' or
+      'kronecker').
     dtype: `model.dtype`, the compute dtype.
+    precision: `model.matmul_precision`.
+    early_exit: train the per-step head (`early_exit.enabled`).
 
   Returns:
     A ConfigDict from `common.base_config()`.
@@ -120,12 +135,17 @@ def make_config(args: argparse.Namespace, cell: str, methods: str = '',
   c.model.hidden = args.hidden
   c.model.pooling = 'last'
   c.model.dtype = dtype
+  c.model.matmul_precision = precision
+  c.early_exit.enabled = early_exit
   c.optimizer.name = 'adam'
   c.optimizer.learning_rate = 1e-3
   c.train.steps = 10_000
   c.compression.methods = methods
   if methods == 'quantize':
     c.compression.quantize = quantization.config(bits=8, regex='.*kernel')
+  elif methods == 'kronecker':
+    c.compression.kronecker = kronecker.config(terms=2, rescale=True,
+                                               regex='.*kernel')
   elif methods == 'prune':
     c.compression.prune = pruning.config(
         sparsity=0.8, granularity='unstructured', schedule='oneshot',
@@ -302,6 +322,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  distill=True)
   rows['gru bfloat16'] = jax_step(
       make_config(args, 'gru', dtype='bfloat16'), devices)
+  rows['gru float16'] = jax_step(
+      make_config(args, 'gru', dtype='float16'), devices)
+  rows['gru kronecker'] = jax_step(make_config(args, 'gru', 'kronecker'),
+                                   devices)
+  rows['gru early exit'] = jax_step(make_config(args, 'gru', early_exit=True),
+                                    devices)
+  rows['gru highest'] = jax_step(
+      make_config(args, 'gru', precision='highest'), devices)
   if use_torch:
     rows['torch gru'] = torch_step(args, 'gru')
     rows['torch lstm'] = torch_step(args, 'lstm')
@@ -363,6 +391,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
       'mask_ratio': med['gru masks'] / med['gru'],
       'distill_ratio': med['gru distill'] / med['gru'],
       'bfloat16_ratio': med['gru bfloat16'] / med['gru'],
+      'float16_ratio': med['gru float16'] / med['gru'],
+      'highest_precision_ratio': med['gru highest'] / med['gru'],
+      'kronecker_ratio': med['gru kronecker'] / med['gru'],
+      'early_exit_ratio': med['gru early exit'] / med['gru'],
       'gru_torch_ms': med.get('torch gru'),
       'lstm_torch_ms': med.get('torch lstm'),
   })
@@ -390,7 +422,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   print(f'cost vs the float GRU step: fake-quant '
         f'{res["fake_quant_ratio"]:.3f}, masks {res["mask_ratio"]:.3f}, '
         f'distillation {res["distill_ratio"]:.3f}, bfloat16 compute '
-        f'{res["bfloat16_ratio"]:.3f}')
+        f'{res["bfloat16_ratio"]:.3f}, float16 compute with loss scaling '
+        f'{res["float16_ratio"]:.3f}, matmul precision highest '
+        f'{res["highest_precision_ratio"]:.3f}, Kronecker factors '
+        f'{res["kronecker_ratio"]:.3f}, early-exit head and loss '
+        f'{res["early_exit_ratio"]:.3f}')
   if args.markdown:
     print()
     print(markdown_table(res))

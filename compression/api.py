@@ -14,7 +14,7 @@ from compression.core import Compressor, chain, identity, param_paths, select
 from compression.errors import InputError
 
 _METHOD_MODULES = ('quantization', 'clustering', 'pruning', 'lowrank', 'dct',
-                   'threshold')
+                   'threshold', 'budget', 'kronecker', 'tensor_train')
 
 
 def _collect() -> dict[str, Any]:
@@ -71,22 +71,45 @@ def method_names(cfg: Any) -> list[str]:
   return [m.strip() for m in str(cfg.methods).split(',') if m.strip()]
 
 
-def model_hooks(cfg: Any) -> tuple[Any, Any]:
-  """The in-model options `cfg` switches on: (state_fn, cell_state_fn).
+def model_hooks(cfg: Any, train: Any = None) -> dict[str, Any]:
+  """The in-model options `cfg` switches on, as `models.make` arguments.
 
-  Quantizing the recurrent state acts at every step inside the scan, so it is
-  an option of the model rather than a transform of its weights.
+  Quantizing the recurrent state (`hidden_state`) or every activation
+  (`activations`, `compression.activations`) acts at every step inside the
+  scan, so these are options of the model rather than transforms of its
+  weights: `models.make(config.model, task, info, **model_hooks(...))`.
 
   Args:
-    cfg: the `config.compression` section; `cfg.hidden_state.bits` = 0 is off.
+    cfg: the `config.compression` section; `cfg.hidden_state.bits` = 0 and
+      `cfg.activations.bits` = 0 (or no `activations` section) are off.
+    train: the training split (`x`, `lengths`), from which a static input
+      step is calibrated (`activations.input_step`).
 
   Returns:
-    Functions applied to each new hidden state and LSTM cell state (None: off).
+    Some of `state_fn`, `cell_state_fn` (each new hidden / LSTM cell state),
+    `gate_fn`, `input_fn`, `features_fn`; {} when all is off.
+
+  Raises:
+    InputError: both sections on (activations fix h_t's and c_t's grids).
   """
-  if not cfg.hidden_state.bits and not cfg.hidden_state.cell_bits:
-    return None, None
+  from compression import activations  # pylint: disable=g-import-not-at-top
+  hidden = cfg.hidden_state
+  if activations.enabled(cfg):
+    if hidden.bits or hidden.cell_bits:
+      raise InputError(
+          'compression.hidden_state: compression.activations already puts '
+          'h_t (and an LSTM\'s c_t) on the integer grids; set '
+          'hidden_state.bits=0 and hidden_state.cell_bits=0')
+    section = activations.section_of(cfg)
+    step = None
+    if activations.parse(section).mode == 'static':
+      step = activations.input_step(section, train)
+    return activations.hooks(section, step)
+  if not hidden.bits and not hidden.cell_bits:
+    return {}
   from compression import quantization  # pylint: disable=g-import-not-at-top
-  return quantization.state_quantizers(cfg.hidden_state)
+  state_fn, cell_state_fn = quantization.state_quantizers(hidden)
+  return {'state_fn': state_fn, 'cell_state_fn': cell_state_fn}
 
 
 def make(cfg: Any) -> Compressor:
@@ -97,10 +120,11 @@ def make(cfg: Any) -> Compressor:
       'prune,quantize', ...) plus one sub-section per method name.
 
   Returns:
-    The chain of the named methods (identity for none).
+    The chain of the named methods (identity for none), with the learned
+    input step's parameter when `cfg.activations` learns it.
 
   Raises:
-    InputError: a name not in METHODS.
+    InputError: a name not in METHODS, or a bad `activations` section.
   """
   methods = []
   for name in method_names(cfg):
@@ -109,4 +133,9 @@ def make(cfg: Any) -> Compressor:
       raise InputError(
           f'compression.methods: unknown method {name!r}; valid: {valid}')
     methods.append(METHODS[name](cfg[name]))
+  from compression import activations  # pylint: disable=g-import-not-at-top
+  if activations.learned(cfg):
+    # The learned input step is a parameter beside the methods' (see
+    # `compression.activations`); the chain's state is unchanged.
+    return activations.with_learned_step(chain(*methods))
   return chain(*methods)

@@ -6,6 +6,13 @@
   size as T changes, mixed with the hard-label cross-entropy by `alpha`:
   `alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T))`.
   For the language model the same loss is taken at every step.
+* `logit_mse_loss` (`soft_loss='mse'`): Ba and Caruana 2014, "Do Deep Nets
+  Really Need to be Deep?": the student regresses the teacher's logits, the
+  mean over classes of (s_k - t_k)^2, mixed with the hard-label
+  cross-entropy by `alpha`: `alpha * CE(y, s) + (1 - alpha) * mean_k (s_k -
+  t_k)^2`. Logits carry what the softmax discards (their scale and the
+  relative values of unlikely classes); no temperature is involved. For the
+  language model the same loss is taken at every step.
 * `output_mse`: forecasting has no distribution; the student matches the
   teacher's predictions by MSE, mixed with the targets' MSE by `alpha`.
 * `feature_loss`: hidden-state distillation. The student's top-layer states
@@ -36,6 +43,10 @@ OPTIONS = core.Options(
     'distill',
     core.Option('alpha', 0.5, 'Weight of the hard-label loss; 1 - alpha goes '
                 'to soft labels.', core.in_range(0, 1)),
+    core.Option('soft_loss', 'kl', "Soft-label loss of classification and "
+                "language models: 'kl' (Hinton, temperature T) or 'mse' "
+                '(squared error between logits, Ba and Caruana).',
+                core.one_of('kl', 'mse')),
     core.Option('temperature', 4.0, 'Softmax temperature T of the soft labels.',
                 lambda t: None if t > 0 else f'must be > 0, got {t}'),
     core.Option('feature_weight', 0.0, 'Weight of the hidden-state loss (0 = '
@@ -90,6 +101,25 @@ def soft_label_loss(student_logits: Array, teacher_logits: Array,
   hard = optax.softmax_cross_entropy_with_integer_labels(student_logits, labels)
   soft = kl_divergence(teacher_logits, student_logits, temperature)
   return alpha * hard + (1.0 - alpha) * temperature**2 * soft
+
+
+def logit_mse_loss(student_logits: Array, teacher_logits: Array,
+                   labels: Array, alpha: float) -> Array:
+  """Ba and Caruana's logit regression mixed with the hard labels, per example.
+
+  Args:
+    student_logits: (..., K).
+    teacher_logits: (..., K); treated as constants.
+    labels: (...,) int class ids.
+    alpha: weight of the hard-label cross-entropy, in [0, 1].
+
+  Returns:
+    (...,) `alpha * CE + (1 - alpha) * mean_k (s_k - t_k)^2`.
+  """
+  teacher_logits = jax.lax.stop_gradient(teacher_logits)
+  hard = optax.softmax_cross_entropy_with_integer_labels(student_logits, labels)
+  soft = jnp.mean(jnp.square(student_logits - teacher_logits), axis=-1)
+  return alpha * hard + (1.0 - alpha) * soft
 
 
 def output_mse(student_out: Array, teacher_out: Array, targets: Array,
@@ -171,12 +201,16 @@ def distillation_loss(task: str, cfg: Any, batch: dict[str, Array],
   """
   student_out = student_out.astype(jnp.float32)
   teacher_out = teacher_out.astype(jnp.float32)
+  # Configs written before `soft_loss` existed distilled with the KL.
+  if 'soft_loss' in cfg and cfg.soft_loss == 'mse':
+    soft = lambda s, t, y: logit_mse_loss(s, t, y, cfg.alpha)
+  else:
+    soft = lambda s, t, y: soft_label_loss(s, t, y, cfg.temperature,
+                                           cfg.alpha)
   if task == 'classification':
-    per = soft_label_loss(student_out, teacher_out, batch['y'],
-                          cfg.temperature, cfg.alpha)
+    per = soft(student_out, teacher_out, batch['y'])
   elif task == 'language_model':
-    per = jnp.mean(soft_label_loss(student_out, teacher_out, batch['y'],
-                                   cfg.temperature, cfg.alpha), axis=-1)
+    per = jnp.mean(soft(student_out, teacher_out, batch['y']), axis=-1)
   else:
     per = output_mse(student_out, teacher_out, batch['y'], cfg.alpha)
   loss = jnp.mean(per)

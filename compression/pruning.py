@@ -624,8 +624,86 @@ METHODS = {'prune': make}
 # Structured shrink
 
 
-def shrink(dense_params: Params, cell: str, atol: float = 0.0
-           ) -> tuple[Params, int]:
+def _selections(flat: dict[str, Any], cell: str, atol: float
+                ) -> tuple[dict[str, tuple[np.ndarray | None, ...]], int]:
+  """Which rows and columns of every leaf the shrunk model keeps.
+
+  Returns:
+    ({path: (rows or None, cols or None)} for the leaves that shrink (1-D
+    leaves: (entries,)), kept_hidden).
+  """
+  if cell not in GATES:
+    raise InputError(f'model.cell: unknown cell {cell!r}; valid: '
+                     + ', '.join(GATES))
+  layers = find_layers(flat)
+  if not layers or any(l.gates != GATES[cell] for l in layers):
+    raise InputError(f'shrink: the parameters hold no {cell} layers '
+                     f'(rnn/layer_i/recurrent_kernel of shape (H, '
+                     f'{GATES[cell]}*H))')
+  alive = []
+  for layer in layers:
+    v = {p: (np.abs(np.asarray(flat[p])) > atol).astype(np.float32)
+         for p in _unit_members(layer)}
+    alive.append(np.asarray(_unit_sums(v, layer)) > 0)
+  kept = max(1, max(int(a.sum()) for a in alive))
+  index = []
+  for a in alive:
+    # Live units first (in order), then dead ones to fill up to `kept`.
+    order = np.concatenate([np.flatnonzero(a), np.flatnonzero(~a)])
+    index.append(np.sort(order[:kept]))
+  take: dict[str, tuple[np.ndarray | None, ...]] = {}
+  for layer, idx in zip(layers, index):
+    cols = np.concatenate([idx + g * layer.hidden for g in range(layer.gates)])
+    take[layer.input_kernel] = (index[layer.index - 1] if layer.index > 0
+                                else None, cols)
+    take[layer.recurrent_kernel] = (idx, cols)
+    take[layer.bias] = (cols,)
+    if layer.recurrent_bias:
+      take[layer.recurrent_bias] = (idx,)
+    if layer.index == len(layers) - 1:
+      for c in layer.consumers:
+        take[c] = (idx, None)
+  return take, kept
+
+
+def _take(x: np.ndarray, sel: tuple[np.ndarray | None, ...]) -> np.ndarray:
+  x = np.asarray(x)
+  if len(sel) == 1:
+    return x[sel[0]]
+  rows, cols = sel
+  if rows is not None:
+    x = x[rows]
+  return x if cols is None else x[:, cols]
+
+
+def _take_record(rec: Any, sel: tuple[np.ndarray | None, ...],
+                 shape: tuple[int, ...], path: str) -> Any:
+  """A method's record of one leaf, cut like the leaf (codes of every
+  element, per-channel scales and zero points by the kept columns)."""
+  if rec.positions is not None or rec.transform is not None or rec.ref:
+    raise InputError(f'shrink: {path} stores positions, a transform or a '
+                     'shared factor, which the unit shrink cannot cut; '
+                     'chain unit pruning with quantize or kmeans only')
+  out = rec
+  if rec.codes is not None:
+    c = rec.codes
+
+    def pick(v):  # A per-channel vector follows the kept columns.
+      v = np.asarray(v).reshape(-1)
+      return v if v.size == 1 or sel[-1] is None else v[sel[-1]]
+
+    out = dataclasses.replace(out, codes=dataclasses.replace(
+        c, u=_take(np.asarray(c.u).reshape(shape), sel), scale=pick(c.scale),
+        zero_point=None if c.zero_point is None else pick(c.zero_point)))
+  if rec.codebook is not None:
+    b = rec.codebook
+    out = dataclasses.replace(out, codebook=dataclasses.replace(
+        b, index=_take(np.asarray(b.index).reshape(shape), sel)))
+  return out
+
+
+def shrink(dense_params: Params, cell: str, atol: float = 0.0,
+           exports: Any = None) -> Any:
   """Parameters of a physically smaller model without the dead units.
 
   A unit is dead when every member of its group (see the module docstring) is
@@ -638,51 +716,32 @@ def shrink(dense_params: Params, cell: str, atol: float = 0.0
     dense_params: the masked dense parameters (`compressor.apply` output).
     cell: 'gru', 'lstm' or 'rnn' (fixes the number of gate blocks).
     atol: magnitude at or below which a weight counts as zero.
+    exports: optionally, other methods' records of the dense leaves (one
+      `{path: Record}` dict per method, as `accounting.plan` takes them):
+      cut the same way (integer codes, per-channel scales, codebook indices),
+      so a unit-pruned and quantized model is stored as the small one.
 
   Returns:
-    (small_params, kept_hidden): a tree for `models.make` with
+    (small_params, kept_hidden), or with `exports` (small_params,
+    kept_hidden, small_exports): a tree for `models.make` with
     `model.hidden = kept_hidden`, whose outputs equal the masked model's.
 
   Raises:
-    InputError: unknown cell, or the tree has no recurrent layers of that cell.
+    InputError: unknown cell, the tree has no recurrent layers of that cell,
+      or a record the cut cannot follow (positions, transforms, factors).
   """
-  if cell not in GATES:
-    raise InputError(f'model.cell: unknown cell {cell!r}; valid: '
-                     + ', '.join(GATES))
   host = jax.tree_util.tree_map(np.asarray, dense_params)
   flat, treedef, paths = _flatten(host)
-  layers = find_layers(flat)
-  if not layers or any(l.gates != GATES[cell] for l in layers):
-    raise InputError(f'shrink: the parameters hold no {cell} layers '
-                     f'(rnn/layer_i/recurrent_kernel of shape (H, '
-                     f'{GATES[cell]}*H))')
-  alive = []
-  for layer in layers:
-    v = {p: (np.abs(flat[p]) > atol).astype(np.float32)
-         for p in _unit_members(layer)}
-    alive.append(np.asarray(_unit_sums(v, layer)) > 0)
-  kept = max(1, max(int(a.sum()) for a in alive))
-  index = []
-  for a in alive:
-    # Live units first (in order), then dead ones to fill up to `kept`.
-    order = np.concatenate([np.flatnonzero(a), np.flatnonzero(~a)])
-    index.append(np.sort(order[:kept]))
-  out = dict(flat)
-  for layer, idx in zip(layers, index):
-    cols = np.concatenate([idx + g * layer.hidden for g in range(layer.gates)])
-    ik = flat[layer.input_kernel][:, cols]
-    if layer.index > 0:
-      ik = ik[index[layer.index - 1], :]
-    out[layer.input_kernel] = ik
-    out[layer.recurrent_kernel] = flat[layer.recurrent_kernel][idx][:, cols]
-    out[layer.bias] = flat[layer.bias][cols]
-    if layer.recurrent_bias:
-      out[layer.recurrent_bias] = flat[layer.recurrent_bias][idx]
-    if layer.index == len(layers) - 1:
-      for c in layer.consumers:
-        out[c] = flat[c][idx]
+  take, kept = _selections(flat, cell, atol)
+  out = {p: (_take(v, take[p]) if p in take else v) for p, v in flat.items()}
   small = jax.tree_util.tree_unflatten(treedef, [out[p] for p in paths])
-  return small, kept
+  if exports is None:
+    return small, kept
+  cut = []
+  for entries in ([exports] if isinstance(exports, dict) else exports):
+    cut.append({p: (_take_record(r, take[p], np.shape(flat[p]), p)
+                    if p in take else r) for p, r in entries.items()})
+  return small, kept, cut
 
 
 def report(cfg: Any, state: Any, dense_params: Params, model_cfg: Any

@@ -31,12 +31,13 @@ during quantization-aware training (QAT):
 * `learned`: LSQ (Esser et al. 2020, "Learned Step Size Quantization"): the
   step is a trainable leaf, initialised from the absmax/minmax scale of the
   initial weights. LSQ's gradient of the step is used: (q - z) - w / scale
-  inside the clipping range and (q - z) at the clipped ends, times LSQ's
-  gradient scale 1 / sqrt(n * qmax) (n = weights sharing the step). The leaf
-  holds the *natural log* of the step (`log_step`, so the step stays positive
-  and Adam's roughly fixed-size updates change it by a relative amount, as
-  TQT, Jain et al. 2019, learns log thresholds); the chain rule adds a factor
-  `scale`. The asymmetric zero point is fixed at initialisation.
+  where w is represented (its rounded code in range) and (q - z) where it is
+  clipped, times LSQ's gradient scale 1 / sqrt(n * qmax) (n = weights
+  sharing the step). The leaf holds the *natural log* of the step
+  (`log_step`, so the step stays positive and Adam's roughly fixed-size
+  updates change it by a relative amount, as TQT, Jain et al. 2019, learns
+  log thresholds); the chain rule adds a factor `scale`. The asymmetric zero
+  point is fixed at initialisation.
 
 Learned steps live in the parameter tree under one extra top-level key:
 `init` returns `params['_quantize'][<kernel path>]['log_step']` (for example
@@ -46,8 +47,14 @@ and checkpoints hold them; every other leaf is unchanged. `apply` removes the
 `kernel` do not match these paths.
 
 Gradients: the rounding is straight-through; the gradient of a weight is 1
-inside the clipping range [(qmin - z) * scale, (qmax - z) * scale] and 0
-outside it (see `fake_quant`).
+wherever its rounded code `round(w / scale) + z` lies in [qmin, qmax] (the
+weight is represented, not clipped) and 0 where the code is clipped (see
+`fake_quant`). The test is on the rounded code, not on the continuous value
+`w / scale + z`: an asymmetric grid's rounded zero point shifts its ends by
+up to half a step inside [min w, max w], and float rounding can put the
+absmax weight a hair above qmax, and those extreme weights, which the grid
+represents, would otherwise get no gradient and never train. (PyTorch's
+fake-quantize uses the same convention.)
 
 State (per quantized parameter, a nested dict mirroring its path):
 `{'clip': factor}` (the range computed by the scale method is multiplied by
@@ -301,10 +308,14 @@ def fake_quant(x: jax.Array, scale: jax.Array, zero_point: jax.Array,
 
   Gradients (straight-through estimator, LSQ for the step):
 
-  * d/dx = 1 where `qmin <= x / s + z <= qmax` (inside the clipping range),
-    0 outside.
-  * d/ds = ((q - z) - x / s) inside, (q - z) outside, times `grad_scale`,
-    summed over the elements sharing the step.
+  * d/dx = 1 where the rounded code `round(x / s) + z` lies in [qmin, qmax]
+    (x is represented on the grid), 0 where it is clipped. So every value
+    within half a step of the grid's ends trains, including the extreme
+    weights an asymmetric grid's rounded zero point leaves just outside
+    `[(qmin - z) s, (qmax - z) s]` (`represented`). A value exactly half a
+    step beyond an end rounds half to even, like the forward pass.
+  * d/ds = ((q - z) - x / s) where represented, (q - z) where clipped, times
+    `grad_scale`, summed over the elements sharing the step.
   * d/dz = 0 (the zero point is an integer, not trained).
 
   Args:
@@ -327,10 +338,22 @@ def _fake_quant_fwd(x, scale, zero_point, qmin, qmax, grad_scale):
   return out, (x, scale, zero_point, q)
 
 
+def represented(x: jax.Array, scale: jax.Array, zero_point: jax.Array,
+                qmin: int, qmax: int) -> jax.Array:
+  """Where the rounded code `round(x / s) + z` lies in [qmin, qmax] (bool).
+
+  The straight-through mask of `fake_quant`: the values the grid represents
+  (not clipped). Computed exactly as `quantize_codes` rounds, so a value
+  whose stored code is an end of the grid but not clipped to it is inside.
+  """
+  code = jnp.round(x * (1.0 / scale)) + zero_point
+  return (code >= qmin) & (code <= qmax)
+
+
 def _fake_quant_bwd(qmin, qmax, grad_scale, res, g):
   x, scale, zero_point, q = res
   v = x * (1.0 / scale)
-  inside = (v + zero_point >= qmin) & (v + zero_point <= qmax)
+  inside = represented(x, scale, zero_point, qmin, qmax)
   gx = jnp.where(inside, g, 0.0).astype(x.dtype)
   ds = (q - zero_point) - jnp.where(inside, v, 0.0)
   gs = _sum_to(g * ds * grad_scale, jnp.shape(scale)).astype(scale.dtype)

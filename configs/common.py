@@ -15,7 +15,10 @@ import ml_collections
 from ml_collections import config_dict
 
 import compression
+from compression import activations
 from compression import distillation
+from compression import early_exit
+from compression import layers
 from compression.errors import InputError
 import data
 
@@ -125,8 +128,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.layers = 1  # Stacked recurrent layers.
   c.model.pooling = 'last'  # Classification: last | mean | attention.
   c.model.embed_dim = 32  # Language model: character embedding width.
-  c.model.dtype = 'float32'  # Compute dtype: float32 | bfloat16.
+  # Compute dtype: float32 | bfloat16 | float16 (float16 trains with dynamic
+  # loss scaling, optimizer.loss_scale); parameters stay float32.
+  c.model.dtype = 'float32'
   c.model.unroll = 1  # Scan unroll factor.
+  # jax.default_matmul_precision of the model's float32 products: default |
+  # high | highest | bfloat16 | tensorfloat32 | float32 (GPU TF32 choice).
+  c.model.matmul_precision = 'default'
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = 'adam'  # adam | adamw | sgd.
@@ -137,6 +145,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 0.0  # Decoupled decay (adamw only).
   c.optimizer.momentum = 0.9  # sgd only.
   c.optimizer.grad_clip_norm = 1.0  # Global-norm clipping; 0 disables.
+  # model.dtype float16 only: the initial dynamic loss scale (> 0), halved
+  # after a step whose gradients overflow (the step is skipped) and doubled
+  # after `loss_scale_period` finite steps in a row.
+  c.optimizer.loss_scale = 2.0**15
+  c.optimizer.loss_scale_period = 200
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1000  # Optimizer steps.
@@ -152,6 +165,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.teacher.workdir = ''
   c.distill = distillation.config()
 
+  # Early exit over time (compression/early_exit.py): a head on every step,
+  # a loss over all steps, and a confidence threshold chosen on the training
+  # split; off unless `enabled`.
+  c.early_exit = early_exit.config()
+  # Whole-layer removal from the trained init_from stack by first-order
+  # sensitivity (compression/layers.py); off while `remove` is 0.
+  c.layer_drop = layers.config()
+
   c.compression = ml_collections.ConfigDict()
   c.compression.methods = ''  # Comma-separated names from compression.METHODS.
   # Training batches whose mean loss `calibrate` minimizes before training
@@ -161,6 +182,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.compression.hidden_state.bits = 0  # Quantize h_t inside the scan; 0 = off.
   c.compression.hidden_state.cell_bits = 0  # LSTM cell state c_t; 0 = off.
   c.compression.hidden_state.cell_clip = 4.0  # c_t grid covers [-clip, clip].
+  # Activations on the integer runtimes' grids (input, gates, c, h, the
+  # head's input; `compression/activations.py`); bits 0 = off.
+  c.compression.activations = activations.config()
   # One section per registered method with its documented defaults, so
   # `--config.compression.methods=prune,quantize` works on every recipe and
   # each option is a flag (`--config.compression.prune.sparsity=0.9`).
@@ -202,6 +226,20 @@ def use_cell(c: ml_collections.ConfigDict, cell: str) -> None:
   c.model.cell = cell
   if cell != 'gru' and c.name.startswith('gru'):
     c.name = cell + c.name[3:]
+
+
+def finetune(c: ml_collections.ConfigDict, smoke: bool,
+             learning_rate: float, warmup_steps: int = 0,
+             steps: int = 200) -> None:
+  """Makes `c` fine-tune the float `gru_baseline` (trained first into
+  `<workdir>/init` when `init_from` names no run) for `steps` steps at
+  `learning_rate`, evaluating and saving halfway and at the end."""
+  c.init_config = 'gru_baseline.py:smoke' if smoke else 'gru_baseline'
+  c.optimizer.learning_rate = learning_rate
+  c.optimizer.warmup_steps = warmup_steps
+  c.train.steps = steps
+  c.train.eval_every = steps // 2
+  c.train.checkpoint_every = steps // 2
 
 
 def make_smoke(c: ml_collections.ConfigDict) -> None:

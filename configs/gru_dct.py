@@ -33,12 +33,7 @@ def get_config(arg=None):
   c.compression.methods = 'dct'
   # Smoke models have hidden 8: an 8x24 kernel takes 8x8 blocks too.
   c.compression.dct = dct.config(keep=a.keep, block=a.block, bits=a.bits)
-  c.init_config = 'gru_baseline.py:smoke' if a.smoke else 'gru_baseline'
-  c.optimizer.learning_rate = 3e-3
-  c.optimizer.warmup_steps = 10
-  c.train.steps = 200
-  c.train.eval_every = 100
-  c.train.checkpoint_every = 100
+  common.finetune(c, a.smoke, 3e-3, warmup_steps=10)
   if a.smoke:
     common.make_smoke(c)
   return c

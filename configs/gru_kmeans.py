@@ -24,17 +24,12 @@ def get_config(arg=None):
   c.name = 'gru_kmeans'
   c.arg = arg or ''
   common.use_cell(c, a.cell)
-  c.init_config = 'gru_baseline.py:smoke' if a.smoke else 'gru_baseline'
   c.compression.methods = 'kmeans'
   c.compression.kmeans = clustering.config(clusters=a.clusters)
   # The float model is already fit (train loss ~1e-3); at 1e-3 the centroids
   # overfit (test loss 0.051 -> 0.083, accuracy 0.987 -> 0.981, see the
   # report); 1e-4 only nudges them.
-  c.optimizer.learning_rate = 1e-4
-  c.optimizer.warmup_steps = 0
-  c.train.steps = 200
-  c.train.eval_every = 100
-  c.train.checkpoint_every = 100
+  common.finetune(c, a.smoke, 1e-4)
   if a.smoke:
     common.make_smoke(c)
   return c

@@ -33,14 +33,9 @@ def get_config(arg=None):
   c.compression.quantize = quantization.config(bits=a.bits, scale=a.scale)
   c.compression.hidden_state.bits = a.hidden_bits
   if a.finetune:
-    c.init_config = 'gru_baseline.py:smoke' if a.smoke else 'gru_baseline'
     # Short fine-tuning at a tenth of the baseline's peak rate: the float
     # model is already near the optimum; the grid only needs to settle.
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.warmup_steps = 0
-    c.train.steps = 200
-    c.train.eval_every = 100
-    c.train.checkpoint_every = 100
+    common.finetune(c, a.smoke, 1e-3)
   if a.smoke:
     common.make_smoke(c)
   return c

@@ -10,14 +10,18 @@ and recurrent kernels, its bias entries, its row of the recurrent kernel and
 of the head) towards zero, and the gradual schedule removes the units of
 smallest group L2 norm, reaching `units` of them at step 250.
 `compression.pruning.shrink` then builds a GRU with `hidden` = the kept units
-and the same outputs (`benchmarks/structured_speed.py` times both).
+and the same outputs (`benchmarks/structured_speed.py` times both). The
+kernels are also fake-quantized to `bits` (8: int8 codes per output channel)
+while they fine-tune, so the artifact is the small model in integers, which
+`eval.py --runtime=int|c` run (`bits=0` keeps float32 weights).
 
 Args (`:key=value,...`): smoke; cell (rnn | lstm | gru, default gru); units
 (fraction of hidden units removed, default 0.5); group_lasso (coefficient,
-default 1e-3).
+default 1e-3); bits (kernel codes, 2..8, or 0 for float32; default 8).
 """
 
 from compression import pruning
+from compression import quantization
 from configs import common
 from configs import gru_baseline
 
@@ -25,7 +29,7 @@ from configs import gru_baseline
 def get_config(arg=None):
   """Baseline recipe plus unit pruning with a group-lasso penalty."""
   a = common.parse_arg(arg, cell='gru', smoke=False, units=0.5,
-                       group_lasso=1e-3)
+                       group_lasso=1e-3, bits=8)
   c = gru_baseline.get_config('smoke' if a.smoke else None)
   c.name = 'gru_structured'
   c.arg = arg or ''
@@ -38,6 +42,9 @@ def get_config(arg=None):
       allocation='uniform', schedule='gradual', sparsity=a.units,
       begin_step=0, end_step=3 if a.smoke else 250,
       frequency=1 if a.smoke else 10, group_lasso=a.group_lasso)
+  if a.bits:
+    c.compression.methods = 'prune,quantize'
+    c.compression.quantize = quantization.config(bits=a.bits)
   return c
 
 

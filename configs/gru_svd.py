@@ -46,12 +46,7 @@ def get_config(arg=None):
       rank_fraction=0.0 if (a.rank or a.energy) else a.fraction,
       shared=a.shared)
   if not a.scratch:
-    c.init_config = 'gru_baseline.py:smoke' if a.smoke else 'gru_baseline'
-    c.optimizer.learning_rate = 3e-3
-    c.optimizer.warmup_steps = 10
-    c.train.steps = 200
-    c.train.eval_every = 100
-    c.train.checkpoint_every = 100
+    common.finetune(c, a.smoke, 3e-3, warmup_steps=10)
   if a.smoke:
     common.make_smoke(c)
   return c

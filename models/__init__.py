@@ -77,19 +77,28 @@ def _positive_int(value: Any, where: str) -> int:
 
 def make(model_cfg: Any, task: str, info: dict[str, Any], *,
          state_fn: cells.StateFn | None = None,
-         cell_state_fn: cells.StateFn | None = None) -> nn.Module:
+         cell_state_fn: cells.StateFn | None = None,
+         gate_fn: cells.GateFn | None = None,
+         input_fn: cells.InputFn | None = None,
+         features_fn: cells.StateFn | None = None) -> nn.Module:
   """Builds the model for a task from the `model` config section.
 
   Args:
     model_cfg: has `cell` ('rnn'|'lstm'|'gru'), `hidden`, `layers`,
       `pooling` ('last'|'mean'|'attention'), `embed_dim`, `dtype`
-      ('float32'|'bfloat16') and `unroll`.
+      ('float32'|'bfloat16'|'float16'), `unroll` and `matmul_precision`
+      (`cells.PRECISIONS`; absent means 'default').
     task: 'classification', 'forecasting' or 'language_model'.
     info: facts about the data: `num_classes` (classification), `horizon`
       (forecasting), `vocab_size` (language_model). Other keys are ignored.
     state_fn: applied to every new hidden state inside the scan (e.g.
       fake-quant of h_t); identity when None.
     cell_state_fn: LSTM only: applied to every new cell state.
+    gate_fn: applies every sigmoid / tanh of the cells (`cells.GateFn`).
+    input_fn: classification and forecasting: applied to the input
+      (`cells.quantize_input`).
+    features_fn: classification: applied to the pooled features.
+    (`compression.model_hooks(config.compression)` gives these five.)
 
   Returns:
     An unbound Flax module; call it as `apply(variables, x, lengths)`.
@@ -105,10 +114,16 @@ def make(model_cfg: Any, task: str, info: dict[str, Any], *,
   # Checked for every task so a typo never waits for a config that uses it.
   pooling = _choice(model_cfg, 'pooling', POOLINGS)
   embed_dim = _positive_int(_field(model_cfg, 'embed_dim'), 'model.embed_dim')
+  # Configs and artifact headers written before the option existed have no
+  # `matmul_precision`: they ran with JAX's default.
+  precision = (_choice(model_cfg, 'matmul_precision', cells.PRECISIONS)
+               if getattr(model_cfg, 'matmul_precision', None) is not None
+               else 'default')
   if task not in TASKS:
     raise InputError(f'task: unknown task {task!r}; valid: {", ".join(TASKS)}')
   common = dict(cell=cell, hidden=hidden, layers=layers, dtype=dtype,
-                unroll=unroll, state_fn=state_fn, cell_state_fn=cell_state_fn)
+                unroll=unroll, state_fn=state_fn, cell_state_fn=cell_state_fn,
+                gate_fn=gate_fn, matmul_precision=precision)
 
   def info_int(key: str) -> int:
     if key not in info:
@@ -117,8 +132,9 @@ def make(model_cfg: Any, task: str, info: dict[str, Any], *,
 
   if task == 'classification':
     return Classifier(num_classes=info_int('num_classes'), pooling=pooling,
-                      **common)
+                      input_fn=input_fn, features_fn=features_fn, **common)
   if task == 'forecasting':
-    return Forecaster(horizon=info_int('horizon'), **common)
+    return Forecaster(horizon=info_int('horizon'), input_fn=input_fn,
+                      **common)
   return LanguageModel(vocab_size=info_int('vocab_size'), embed_dim=embed_dim,
                        **common)

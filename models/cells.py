@@ -64,8 +64,8 @@ of the hoisted dot (and its kernel gradient) 7x slower.
 Backward pass: with no state hook and dense kernels (the float model, and
 fake-quant or pruning masks, which act on the kernels before the layer), the
 layer runs `fast_sequence`, a scan with a hand-written VJP (see "Fast path"
-below); `custom_grad=False` or a `state_fn` / `cell_state_fn` / factored
-kernel takes the generic scan that `jax.grad` differentiates. Measured on the
+below); `custom_grad=False` or a `state_fn` / `cell_state_fn` / `gate_fn` /
+factored kernel takes the generic scan that `jax.grad` differentiates. Measured on the
 same benchmark shape (full jitted train step, Adam; all sequences full length;
 median ms, rows interleaved in one process, load average 4-6 on the shared
 2-core AMD EPYC, so read ratios, not absolute times):
@@ -119,6 +119,7 @@ JAX devices (README, "Speed and scale"; `benchmarks/step_time.py`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any, Callable, Mapping, NamedTuple
 
@@ -130,14 +131,51 @@ import jax.numpy as jnp
 from compression.errors import InputError
 
 Array = jax.Array
-# A kernel as `matmul` accepts it: a dense (K, N) array, or a low-rank factor
-# dict {'u': (K, r), 'v': (r, N)} multiplied through without densifying.
+# A kernel as `matmul` accepts it: a dense (K, N) array, a low-rank factor
+# dict {'u': (K, r), 'v': (r, N)}, or a tensor-train / Kronecker factor dict
+# {'core_0': ..., 'core_{d-1}': ...} (`compression.factors`), multiplied
+# through without densifying.
 Kernel = Any
 Carry = Any
 StateFn = Callable[[Array], Array]
+# `gate_fn(pre_activation, nonlinearity) -> gate output`: how a cell applies
+# each sigmoid / tanh, so activation quantization can put the pre-activation
+# and the output on their integer grids (`compression.activations`).
+GateFn = Callable[[Array, Callable[[Array], Array]], Array]
+# `input_fn(x, learned) -> x`: the model's input quantizer; `learned` is the
+# parameter entry `LEARNED_ACTIVATIONS` when the parameters hold one.
+InputFn = Callable[[Array, Any], Array]
+# A top-level parameter entry that is not a layer: values an input quantizer
+# learns (`compression.activations`); `quantize_input` hands it to `input_fn`.
+LEARNED_ACTIVATIONS = '_activations'
 
 CELLS = ('gru', 'lstm', 'rnn')
-DTYPES = ('float32', 'bfloat16')
+DTYPES = ('float32', 'bfloat16', 'float16')
+# `model.matmul_precision`: the values of `jax.default_matmul_precision` for
+# float32 products ('default' leaves JAX's setting alone). On GPUs 'default'
+# and 'tensorfloat32' let float32 matmuls run in TF32, 'highest' / 'float32'
+# keep full float32, 'bfloat16' one bfloat16 pass; XLA:CPU computes float32
+# products in float32 whatever the setting.
+PRECISIONS = ('default', 'high', 'highest', 'bfloat16', 'tensorfloat32',
+              'float32')
+
+
+def matmul_precision(name: str) -> Any:
+  """The context that sets the default precision of float32 matmuls.
+
+  Every product traced inside it (forward and, when the gradient is taken
+  inside it too, backward) gets this precision.
+
+  Args:
+    name: one of PRECISIONS.
+
+  Returns:
+    A context manager (a no-op for 'default').
+  """
+  if name == 'default':
+    return contextlib.nullcontext()
+  return jax.default_matmul_precision(name)
+
 
 def matmul(x: Array, w: Kernel) -> Array:
   """The one matrix product of every cell: `x @ w`, accumulated in float32.
@@ -153,6 +191,8 @@ def matmul(x: Array, w: Kernel) -> Array:
   Returns:
     (..., N) float32 product.
   """
+  if isinstance(w, Mapping) and 'core_0' in w:
+    return tt_matmul(x, tt_cores(w))
   if isinstance(w, Mapping):
     # The (..., r) intermediate goes back to the compute dtype so bfloat16
     # layers keep running both products in bfloat16.
@@ -166,6 +206,92 @@ def matmul(x: Array, w: Kernel) -> Array:
   return y.reshape(*lead, y.shape[-1])
 
 
+def tt_cores(w: Mapping[str, Any]) -> list[Array]:
+  """The cores `[core_0, ..., core_{d-1}]` of a tensor-train factor dict."""
+  return [w[f'core_{k}'] for k in range(len(w))]
+
+
+def tt_matmul(x: Array, cores: list[Array]) -> Array:
+  """`x @ W` for W given by tensor-train cores, without forming W.
+
+  Core k has shape (r_{k-1}, m_k, n_k, r_k) with r_0 = r_d = 1, and
+  `W[(i_1..i_d), (j_1..j_d)] = G_1[0, i_1, j_1, :] ... G_d[:, i_d, j_d, 0]`
+  with row-major multi-indices (see `compression.factors`). A sum of r
+  Kronecker products `sum_k A_k (x) B_k` is the case d = 2, r_1 = r.
+
+  The cores are contracted one at a time, each as one 2-D product (the
+  layout `matmul` keeps for XLA:CPU), so the cost per row is
+  `sum_k r_{k-1} m_k n_k r_k (n_1..n_{k-1}) (m_{k+1}..m_d)` multiply-adds
+  instead of `m n`.
+
+  Args:
+    x: (..., m) activations in the compute dtype, m = m_1 ... m_d.
+    cores: the d cores.
+
+  Returns:
+    (..., n) float32 product, n = n_1 ... n_d.
+  """
+  lead = x.shape[:-1]
+  rows = 1
+  for d in lead:
+    rows *= d
+  # t: (rows * P, r_{k-1}, rest) with P = n_1..n_{k-1} done, rest = m_k..m_d.
+  t = x.reshape(rows, 1, x.shape[-1])
+  done = 1
+  for k, core in enumerate(cores):
+    r0, m, n, r1 = core.shape
+    rest = t.shape[-1] // m
+    t = t.reshape(rows * done, r0, m, rest).transpose(0, 3, 1, 2)
+    y = jnp.matmul(t.reshape(-1, r0 * m), core.reshape(r0 * m, n * r1).astype(
+        x.dtype), preferred_element_type=jnp.float32)
+    # (rows * P, rest, n_k, r_k) -> (rows * P * n_k, r_k, rest).
+    y = y.reshape(rows * done, rest, n, r1).transpose(0, 2, 3, 1)
+    done *= n
+    t = y if k == len(cores) - 1 else y.astype(x.dtype)
+    t = t.reshape(rows * done, r1, rest)
+  return t.reshape(*lead, done)
+
+
+def factored_shape(w: Mapping[str, Any]) -> tuple[int, int]:
+  """The (K, N) shape of the kernel a factor dict stands for.
+
+  Args:
+    w: a low-rank dict `{'u': (K, r), 'v': (r, N)}` or a tensor-train dict
+      `{'core_0': (1, m_1, n_1, r_1), ..., 'core_{d-1}': (r_{d-1}, m_d, n_d,
+      1)}`.
+
+  Returns:
+    (K, N): (rows of u, columns of v), or (m_1 ... m_d, n_1 ... n_d).
+
+  Raises:
+    ValueError: the factors do not chain (inner sizes or ranks differ) or
+      the dict is neither kind.
+  """
+  if 'core_0' in w:
+    keys = set(w)
+    if keys != {f'core_{k}' for k in range(len(keys))}:
+      raise ValueError(f'tensor-train cores {sorted(keys)} are not core_0..')
+    shapes = [tuple(jnp.shape(c)) for c in tt_cores(w)]
+    if any(len(s) != 4 for s in shapes):
+      raise ValueError(f'tensor-train cores must be 4-D, got {shapes}')
+    ranks = [s[0] for s in shapes] + [s[3] for s in shapes[-1:]]
+    if ranks[0] != 1 or ranks[-1] != 1 or any(
+        a[3] != b[0] for a, b in zip(shapes, shapes[1:])):
+      raise ValueError(f'tensor-train cores {shapes} do not chain (ranks '
+                       'r_0 = r_d = 1 and r_k equal on both sides)')
+    rows = cols = 1
+    for s in shapes:
+      rows, cols = rows * s[1], cols * s[2]
+    return rows, cols
+  if set(w) != {'u', 'v'}:
+    raise ValueError(f'factor dict keys {sorted(w)} are neither u, v nor '
+                     'core_k')
+  u, v = jnp.shape(w['u']), jnp.shape(w['v'])
+  if len(u) != 2 or len(v) != 2 or u[1] != v[0]:
+    raise ValueError(f'low-rank factors {u} x {v} do not chain')
+  return u[0], v[1]
+
+
 def kernel_param(module: nn.Module, name: str,
                  init: nn.initializers.Initializer,
                  shape: tuple[int, int]) -> Kernel:
@@ -173,9 +299,10 @@ def kernel_param(module: nn.Module, name: str,
 
   Flax's `param` checks a provided value's leaves against the shape `init`
   would create, so a low-rank factor dict `{'u': (K, r), 'v': (r, N)}` (see
-  `compression.lowrank`) would fail it; such a dict is returned as it is,
-  after checking that its product has the expected shape, and `matmul`
-  multiplies through it.
+  `compression.lowrank`) or a tensor-train / Kronecker dict of cores (see
+  `compression.factors`) would fail it; such a dict is returned as it is,
+  after checking that it stands for a kernel of the expected shape
+  (`factored_shape`), and `matmul` multiplies through it.
 
   Args:
     module: the module owning the parameter (inside its compact method).
@@ -189,9 +316,11 @@ def kernel_param(module: nn.Module, name: str,
   if module.has_variable('params', name):
     value = module.get_variable('params', name)
     if isinstance(value, Mapping):
-      u_shape, v_shape = jnp.shape(value['u']), jnp.shape(value['v'])
-      got = (u_shape[0], v_shape[-1])
-      if got != tuple(shape) or u_shape[1] != v_shape[0]:
+      try:
+        got = factored_shape(value)
+      except ValueError:
+        got = None
+      if got != tuple(shape):
         raise flax.errors.ScopeParamShapeError(
             name, module.scope.path_text, got, tuple(shape))
       return value
@@ -220,8 +349,37 @@ def _identity(h: Array) -> Array:
   return h
 
 
+def _gate(a: Array, fn: Callable[[Array], Array]) -> Array:
+  return fn(a)
+
+
+def quantize_input(module: nn.Module, x: Array,
+                   input_fn: InputFn | None) -> Array:
+  """`input_fn(x, learned)` inside a model's top-level module (x if None).
+
+  `learned` is the top-level parameter entry `LEARNED_ACTIVATIONS` when the
+  parameters the model runs with hold one (a learned input step, added by
+  the compressor), else None. The model never creates the entry, so a
+  checkpoint of the float model restores into it unchanged.
+
+  Args:
+    module: the top-level module (its parameters are the root's).
+    x: the model input.
+    input_fn: the input quantizer, or None.
+
+  Returns:
+    The (fake-)quantized input.
+  """
+  if input_fn is None:
+    return x
+  learned = (module.get_variable('params', LEARNED_ACTIVATIONS)
+             if module.has_variable('params', LEARNED_ACTIVATIONS) else None)
+  return input_fn(x, learned)
+
+
 def rnn_step(params: dict, carry: Array, xp: Array, dtype: Any,
-             state_fn: StateFn = _identity) -> tuple[Array, Array]:
+             state_fn: StateFn = _identity,
+             gate_fn: GateFn = _gate) -> tuple[Array, Array]:
   """One Elman step, given the projected input `x_t W + b`.
 
   Args:
@@ -230,18 +388,20 @@ def rnn_step(params: dict, carry: Array, xp: Array, dtype: Any,
     xp: (B, H) float32 `x_t W + b`.
     dtype: compute dtype of the recurrent matmul.
     state_fn: applied to the new hidden state (e.g. fake-quant).
+    gate_fn: applies the tanh (`gate_fn(pre_activation, jnp.tanh)`).
 
   Returns:
     (new carry, output); both the new hidden state.
   """
-  h = state_fn(jnp.tanh(xp + matmul(carry.astype(dtype),
-                                    params['recurrent_kernel'])))
+  h = state_fn(gate_fn(xp + matmul(carry.astype(dtype),
+                                   params['recurrent_kernel']), jnp.tanh))
   return h, h
 
 
 def lstm_step(params: dict, carry: tuple[Array, Array], xp: Array, dtype: Any,
               state_fn: StateFn = _identity,
-              cell_state_fn: StateFn = _identity
+              cell_state_fn: StateFn = _identity,
+              gate_fn: GateFn = _gate
               ) -> tuple[tuple[Array, Array], Array]:
   """One LSTM step, given the projected input `x_t W + b`.
 
@@ -252,6 +412,7 @@ def lstm_step(params: dict, carry: tuple[Array, Array], xp: Array, dtype: Any,
     dtype: compute dtype of the recurrent matmul.
     state_fn: applied to the new hidden state h.
     cell_state_fn: applied to the new cell state c.
+    gate_fn: applies each sigmoid and tanh, tanh(c) included.
 
   Returns:
     (new `(h, c)`, new h).
@@ -259,13 +420,16 @@ def lstm_step(params: dict, carry: tuple[Array, Array], xp: Array, dtype: Any,
   h, c = carry
   gates = xp + matmul(h.astype(dtype), params['recurrent_kernel'])
   i, f, g, o = jnp.split(gates, 4, axis=-1)
-  c = cell_state_fn(jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g))
-  h = state_fn(jax.nn.sigmoid(o) * jnp.tanh(c))
+  sigmoid = jax.nn.sigmoid
+  c = cell_state_fn(gate_fn(f, sigmoid) * c
+                    + gate_fn(i, sigmoid) * gate_fn(g, jnp.tanh))
+  h = state_fn(gate_fn(o, sigmoid) * gate_fn(c, jnp.tanh))
   return (h, c), h
 
 
 def gru_step(params: dict, carry: Array, xp: Array, dtype: Any,
-             state_fn: StateFn = _identity) -> tuple[Array, Array]:
+             state_fn: StateFn = _identity,
+             gate_fn: GateFn = _gate) -> tuple[Array, Array]:
   """One GRU step, given the projected input `x_t W + b`.
 
   Args:
@@ -274,6 +438,7 @@ def gru_step(params: dict, carry: Array, xp: Array, dtype: Any,
     xp: (B, 3H) float32 `x_t W + b`, gates `[r, z, n]`.
     dtype: compute dtype of the recurrent matmul.
     state_fn: applied to the new hidden state.
+    gate_fn: applies each sigmoid and tanh.
 
   Returns:
     (new carry, output); both the new hidden state.
@@ -281,9 +446,9 @@ def gru_step(params: dict, carry: Array, xp: Array, dtype: Any,
   hp = matmul(carry.astype(dtype), params['recurrent_kernel'])
   xr, xz, xn = jnp.split(xp, 3, axis=-1)
   hr, hz, hn = jnp.split(hp, 3, axis=-1)
-  r = jax.nn.sigmoid(xr + hr)
-  z = jax.nn.sigmoid(xz + hz)
-  n = jnp.tanh(xn + r * (hn + params['recurrent_bias']))
+  r = gate_fn(xr + hr, jax.nn.sigmoid)
+  z = gate_fn(xz + hz, jax.nn.sigmoid)
+  n = gate_fn(xn + r * (hn + params['recurrent_bias']), jnp.tanh)
   h = state_fn((1.0 - z) * n + z * carry)
   return h, h
 
@@ -508,12 +673,15 @@ class RecurrentLayer(nn.Module):
   Attributes:
     cell: 'gru', 'lstm' or 'rnn'.
     hidden: width H of the hidden state.
-    dtype: compute dtype of the matmuls, 'float32' or 'bfloat16'. Parameters,
+    dtype: compute dtype of the matmuls, 'float32', 'bfloat16' or 'float16'
+      (`DTYPES`; float16 training needs loss scaling, see train.py). Parameters,
       the carry and the gate arithmetic stay float32.
     unroll: steps per iteration of the scan loop.
     state_fn: applied to the new hidden state at every step (identity when
       None); the hook for quantizing h_t.
     cell_state_fn: LSTM only: applied to the new cell state at every step.
+    gate_fn: applies every sigmoid / tanh of the cell (`GateFn`; plain
+      application when None): the hook for quantizing gates.
     hoist_input: project the whole input sequence in one matmul before the
       scan (True) or each step's input inside the scan (False, faster on
       CPU; see the module docstring).
@@ -527,6 +695,7 @@ class RecurrentLayer(nn.Module):
   unroll: int = 1
   state_fn: StateFn | None = None
   cell_state_fn: StateFn | None = None
+  gate_fn: GateFn | None = None
   hoist_input: bool = False
   custom_grad: bool = True
 
@@ -590,7 +759,7 @@ class RecurrentLayer(nn.Module):
              else initial_carry)
     dense = not any(isinstance(v, Mapping) for v in params.values())
     if (self.custom_grad and dense and self.state_fn is None
-        and self.cell_state_fn is None):
+        and self.cell_state_fn is None and self.gate_fn is None):
       spec = _SeqSpec(self.cell, dtype, self.unroll, self.hoist_input)
       ys, carry = fast_sequence(spec, params, x_tm, mask, carry)
       return jnp.swapaxes(ys, 0, 1), carry
@@ -606,15 +775,17 @@ class RecurrentLayer(nn.Module):
 
     state_fn = self.state_fn or _identity
     cell_state_fn = self.cell_state_fn or _identity
+    gate_fn = self.gate_fn or _gate
     if self.cell == 'lstm':
       def cell_step(carry, xp_t):
-        return lstm_step(params, carry, xp_t, dtype, state_fn, cell_state_fn)
+        return lstm_step(params, carry, xp_t, dtype, state_fn, cell_state_fn,
+                         gate_fn)
     elif self.cell == 'gru':
       def cell_step(carry, xp_t):
-        return gru_step(params, carry, xp_t, dtype, state_fn)
+        return gru_step(params, carry, xp_t, dtype, state_fn, gate_fn)
     else:
       def cell_step(carry, xp_t):
-        return rnn_step(params, carry, xp_t, dtype, state_fn)
+        return rnn_step(params, carry, xp_t, dtype, state_fn, gate_fn)
 
     def step(carry, inputs):
       x_t, m_t = inputs
@@ -675,6 +846,7 @@ class RecurrentStack(nn.Module):
     unroll: steps per iteration of the scan loop.
     state_fn: applied to every layer's new hidden state at every step.
     cell_state_fn: LSTM only: applied to every layer's new cell state.
+    gate_fn: applies every layer's sigmoids and tanhs (see `RecurrentLayer`).
     hoist_input: see `RecurrentLayer`.
   """
   cell: str
@@ -684,6 +856,7 @@ class RecurrentStack(nn.Module):
   unroll: int = 1
   state_fn: StateFn | None = None
   cell_state_fn: StateFn | None = None
+  gate_fn: GateFn | None = None
   hoist_input: bool = False
 
   @nn.compact
@@ -704,7 +877,8 @@ class RecurrentStack(nn.Module):
       x, carry = RecurrentLayer(
           cell=self.cell, hidden=self.hidden, dtype=self.dtype,
           unroll=self.unroll, state_fn=self.state_fn,
-          cell_state_fn=self.cell_state_fn, hoist_input=self.hoist_input,
+          cell_state_fn=self.cell_state_fn, gate_fn=self.gate_fn,
+          hoist_input=self.hoist_input,
           name=f'layer_{i}')(x, lengths)
       outputs.append(x)
       carries.append(carry)

@@ -8,6 +8,10 @@ with `module.apply(variables, ..., mutable=['intermediates'])`:
   hidden_states  tuple over layers of (B, T, H) outputs (zero at padding)
   features       what the head reads: pooled (B, H) for Classifier, last state
                  (B, H) for Forecaster, top-layer outputs (B, T, H) for the LM
+  step_logits    Classifier with pooling='last': the head applied to every
+                 top-layer output, (B, T, num_classes); at each sequence's
+                 last valid step it equals the returned logits (padded steps
+                 hold the head's bias)
   attention      {'weights': (B, T)} pooling weights (Classifier,
                  pooling='attention'); nested because the submodule
                  `attention` owns both the kernel and the weights
@@ -15,6 +19,7 @@ with `module.apply(variables, ..., mutable=['intermediates'])`:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -27,6 +32,17 @@ from models import cells
 Array = jax.Array
 
 POOLINGS = ('attention', 'last', 'mean')
+
+
+def _with_precision(call: Any) -> Any:
+  """Runs a head's `__call__` under its `matmul_precision`."""
+
+  @functools.wraps(call)
+  def wrapped(self, *args, **kwargs):
+    with cells.matmul_precision(self.matmul_precision):
+      return call(self, *args, **kwargs)
+
+  return wrapped
 
 
 def _keep(unused_old: Any, new: Any) -> Any:
@@ -118,7 +134,11 @@ class Classifier(nn.Module):
     unroll: steps per iteration of the scan loop.
     state_fn: applied to every new hidden state inside the scan.
     cell_state_fn: LSTM only: applied to every new cell state.
+    gate_fn: applies every sigmoid / tanh of the cells (`cells.GateFn`).
     hoist_input: input projection before the scan (see `cells.RecurrentLayer`).
+    matmul_precision: float32 matmul precision (`cells.PRECISIONS`).
+    input_fn: applied to the input x (`cells.quantize_input`).
+    features_fn: applied to the pooled features the head reads.
   """
   cell: str
   hidden: int
@@ -129,9 +149,14 @@ class Classifier(nn.Module):
   unroll: int = 1
   state_fn: cells.StateFn | None = None
   cell_state_fn: cells.StateFn | None = None
+  gate_fn: cells.GateFn | None = None
   hoist_input: bool = False
+  matmul_precision: str = 'default'
+  input_fn: cells.InputFn | None = None
+  features_fn: cells.StateFn | None = None
 
   @nn.compact
+  @_with_precision
   def __call__(self, x: Array, lengths: Array | None = None) -> Array:
     """Classifies a batch of padded sequences.
 
@@ -144,10 +169,12 @@ class Classifier(nn.Module):
     """
     if lengths is None:
       lengths = cells.full_lengths(x)
+    x = cells.quantize_input(self, x, self.input_fn)
     outputs, carries = cells.RecurrentStack(
         cell=self.cell, hidden=self.hidden, layers=self.layers,
         dtype=self.dtype, unroll=self.unroll, state_fn=self.state_fn,
-        cell_state_fn=self.cell_state_fn, hoist_input=self.hoist_input,
+        cell_state_fn=self.cell_state_fn, gate_fn=self.gate_fn,
+        hoist_input=self.hoist_input,
         name='rnn')(x, lengths)
     top = outputs[-1]
     if self.pooling == 'last':
@@ -159,9 +186,17 @@ class Classifier(nn.Module):
     else:
       raise InputError(f'model.pooling: unknown pooling {self.pooling!r}; '
                        f'valid: {", ".join(POOLINGS)}')
+    if self.features_fn is not None:
+      features = self.features_fn(features)
     _sow(self, 'hidden_states', tuple(outputs))
     _sow(self, 'features', features)
-    logits = cells.Dense(self.num_classes, self.dtype, name='head')(features)
+    head = cells.Dense(self.num_classes, self.dtype, name='head')
+    logits = head(features)
+    if self.pooling == 'last' and self.is_mutable_collection('intermediates'):
+      # The same head on every h_t (early exit over time,
+      # `compression.early_exit`); only computed when intermediates are read.
+      steps = top if self.features_fn is None else self.features_fn(top)
+      _sow(self, 'step_logits', head(steps))
     return logits
 
 
@@ -177,7 +212,10 @@ class Forecaster(nn.Module):
     unroll: steps per iteration of the scan loop.
     state_fn: applied to every new hidden state inside the scan.
     cell_state_fn: LSTM only: applied to every new cell state.
+    gate_fn: applies every sigmoid / tanh of the cells (`cells.GateFn`).
     hoist_input: input projection before the scan (see `cells.RecurrentLayer`).
+    matmul_precision: float32 matmul precision (`cells.PRECISIONS`).
+    input_fn: applied to the input window (`cells.quantize_input`).
   """
   cell: str
   hidden: int
@@ -187,9 +225,13 @@ class Forecaster(nn.Module):
   unroll: int = 1
   state_fn: cells.StateFn | None = None
   cell_state_fn: cells.StateFn | None = None
+  gate_fn: cells.GateFn | None = None
   hoist_input: bool = False
+  matmul_precision: str = 'default'
+  input_fn: cells.InputFn | None = None
 
   @nn.compact
+  @_with_precision
   def __call__(self, x: Array, lengths: Array | None = None) -> Array:
     """Forecasts from a window of past values.
 
@@ -200,10 +242,12 @@ class Forecaster(nn.Module):
     Returns:
       (B, horizon) float32 predictions.
     """
+    x = cells.quantize_input(self, x, self.input_fn)
     outputs, carries = cells.RecurrentStack(
         cell=self.cell, hidden=self.hidden, layers=self.layers,
         dtype=self.dtype, unroll=self.unroll, state_fn=self.state_fn,
-        cell_state_fn=self.cell_state_fn, hoist_input=self.hoist_input,
+        cell_state_fn=self.cell_state_fn, gate_fn=self.gate_fn,
+        hoist_input=self.hoist_input,
         name='rnn')(x, lengths)
     features = cells.final_hidden(carries[-1])
     _sow(self, 'hidden_states', tuple(outputs))
@@ -224,7 +268,9 @@ class LanguageModel(nn.Module):
     unroll: steps per iteration of the scan loop.
     state_fn: applied to every new hidden state inside the scan.
     cell_state_fn: LSTM only: applied to every new cell state.
+    gate_fn: applies every sigmoid / tanh of the cells (`cells.GateFn`).
     hoist_input: input projection before the scan (see `cells.RecurrentLayer`).
+    matmul_precision: float32 matmul precision (`cells.PRECISIONS`).
   """
   cell: str
   hidden: int
@@ -235,9 +281,12 @@ class LanguageModel(nn.Module):
   unroll: int = 1
   state_fn: cells.StateFn | None = None
   cell_state_fn: cells.StateFn | None = None
+  gate_fn: cells.GateFn | None = None
   hoist_input: bool = False
+  matmul_precision: str = 'default'
 
   @nn.compact
+  @_with_precision
   def __call__(self, x: Array, lengths: Array | None = None) -> Array:
     """Scores the next token at every step.
 
@@ -253,7 +302,8 @@ class LanguageModel(nn.Module):
     outputs, _ = cells.RecurrentStack(
         cell=self.cell, hidden=self.hidden, layers=self.layers,
         dtype=self.dtype, unroll=self.unroll, state_fn=self.state_fn,
-        cell_state_fn=self.cell_state_fn, hoist_input=self.hoist_input,
+        cell_state_fn=self.cell_state_fn, gate_fn=self.gate_fn,
+        hoist_input=self.hoist_input,
         name='rnn')(emb, lengths)
     _sow(self, 'hidden_states', tuple(outputs))
     _sow(self, 'features', outputs[-1])

@@ -82,6 +82,8 @@ def test_overrides_from_the_command_line(monkeypatch):
     ('dct', 'compression.dct'), ('distillation', 'distill'),
     ('quantization', 'compression.quantize'),
     ('clustering', 'compression.kmeans'),
+    ('kronecker', 'compression.kronecker'), ('tensor_train', 'compression.tt'),
+    ('early_exit', 'early_exit'), ('layers', 'layer_drop'),
 ])
 def test_method_config_refuses_unknown_keys(module, section):
   mod = __import__(f'compression.{module}', fromlist=['config'])

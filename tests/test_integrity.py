@@ -11,7 +11,6 @@ results.json across reruns. One smoke run is trained per module and copied.
 
 import contextlib
 import glob
-import hashlib
 import io
 import json
 import os
@@ -22,7 +21,6 @@ import subprocess
 import sys
 import time
 import zipfile
-import zlib
 
 import jax
 import jax.numpy as jnp
@@ -452,17 +450,17 @@ def test_sweep_and_reproduce_report_a_workdir_error_in_one_line(
 
 def _split(blob):
   head_len = struct.unpack_from('<I', blob, 8)[0]
-  header = json.loads(zlib.decompress(blob[12:12 + head_len]))
-  return header, head_len
+  return export.split(blob)[0], head_len
 
 
 def _resign(blob, header=None, payload=None):
-  """The artifact with a new header and/or payload and a valid checksum."""
-  old_header, head_len = _split(blob)
-  head = zlib.compress(json.dumps(header or old_header).encode(), 9)
-  body_payload = payload if payload is not None else blob[12 + head_len:-32]
-  body = (blob[:8] + struct.pack('<I', len(head)) + head + body_payload)
-  return body + hashlib.sha256(body).digest()
+  """The artifact with a new header and/or payload and a valid checksum; a
+  new header is written as version 1, which stores every header field."""
+  old_header, old_payload = export.split(blob)
+  version = 1 if header is not None else struct.unpack_from('<H', blob, 4)[0]
+  return export.assemble(header or old_header,
+                             old_payload if payload is None else payload,
+                             version)
 
 
 def _quantized_artifact(path):

@@ -298,8 +298,9 @@ def test_failed_point_shows_its_error_and_stops_its_dependents(
   work = str(tmp_path / 'w')
   assert sweep.main([f'--config={recipe}', f'--workdir={work}']) == 1
   out = capsys.readouterr().out
-  error = ("error: compression.methods: unknown method 'nosuch'; valid: dct, "
-           'kmeans, lowrank, prune, quantize')
+  import compression  # pylint: disable=g-import-not-at-top
+  error = ("error: compression.methods: unknown method 'nosuch'; valid: "
+           + ', '.join(sorted(compression.METHODS)))
   assert f'FAILED bad: train.py exit 2; last lines of {work}/bad/train.log' in (
       out.replace(os.path.abspath(work), work))
   assert out.count(error) == 2  # As it fails, and under the table.
@@ -418,7 +419,25 @@ def test_reproduction_md_has_a_marker_for_every_table():
     text = f.read()
   names = {m[1] for m in reproduce._MARKER_RE.findall(text)}
   assert names == {'run_info', 'zhu_gupta', 'deep_compression', 'kmeans',
-                   'hinton', 'prabhavalkar', 'wen_iss', 'quant_bits', 'lm_bits'}
+                   'hinton', 'prabhavalkar', 'wen_iss', 'quant_bits', 'lm_bits',
+                   'budget'}
+
+
+def test_budget_table_compares_with_the_best_file_that_fits():
+  def s(value, nbytes):
+    return {'n': 3, 'value': value, 'value_std': 0.0,
+            'compressed_bytes': nbytes}
+  g = {'baseline': {**s(0.98, 62000.0), 'dense_bytes': 61732.0},
+       'auto2000': s(0.975, 1990.0), 'auto800': s(0.96, 790.0),
+       'dc0.95_16': s(0.97, 1500.0), 'kd16_4': s(0.978, 1900.0),
+       'qat2': s(0.98, 4100.0), 'kd8_2': s(0.97, 700.0)}
+  table = reproduce.table_budget({'budget': g})
+  # 2,000: the GRU-16 student (1,900 B) beats Deep Compression and is
+  # better than auto; QAT's 4,100 B does not fit. 800: the GRU-8 student.
+  assert ('| 2,000 | 1,990 | 97.50 ± 0.00 | distilled GRU-16, 4-bit | 1,900 '
+          '| 97.80 ± 0.00 | 3 |') in table
+  assert '| 800 | 790 | 96.00 ± 0.00 | distilled GRU-8, 2-bit | 700 |' in table
+  assert 'at least as accurate (mean of seeds) at 0 of 2 budgets' in table
 
 
 def test_tables_from_summaries():

@@ -43,12 +43,18 @@ def read_jsonl(path):
 
 # Recipes that tests/test_user_data.py runs as commands (train.py in a
 # subprocess, on a user's data file), with the same checks (`check_run`).
-RUN_AS_COMMANDS = ('compress', 'deep_compression', 'gru_forecast', 'gru_kd',
-                   'gru_prune', 'gru_qat', 'gru_structured')
+RUN_AS_COMMANDS = ('auto', 'compress', 'deep_compression', 'gru_forecast',
+                   'gru_kd', 'gru_prune', 'gru_qat', 'gru_structured')
+
+
+# Recipes whose smoke run a test module of their own makes (listed in its
+# SMOKE_RECIPES), with checks of what they do besides `check_run`'s.
+RUN_BY_OWN_TESTS = {'gru_layer_drop': 'tests.compression.test_layers'}
 
 
 @pytest.mark.parametrize('name', [r for r in RECIPES
-                                  if r not in RUN_AS_COMMANDS])
+                                  if r not in RUN_AS_COMMANDS
+                                  and r not in RUN_BY_OWN_TESTS])
 def test_smoke_run_of_every_recipe(name, tmp_path):
   config = load_config(name)
   results = train.train_and_evaluate(config, str(tmp_path))
@@ -60,6 +66,9 @@ def test_smoke_run_of_every_recipe(name, tmp_path):
 def test_every_recipe_is_run_by_a_test():
   from tests import test_user_data  # pylint: disable=g-import-not-at-top
   assert set(RUN_AS_COMMANDS) <= set(test_user_data.RECIPES_RUN)
+  import importlib  # pylint: disable=g-import-not-at-top
+  for name, module in RUN_BY_OWN_TESTS.items():
+    assert name in importlib.import_module(module).SMOKE_RECIPES, name
 
 
 def check_run(workdir: str) -> dict:
@@ -103,12 +112,14 @@ def assert_compressed(config, on_disk, workdir):
   head = export_lib.read(os.path.join(workdir, on_disk['artifact'])).header
   encodings = [leaf['encoding'] for leaf in head['leaves']]
   assert not any('fallback' in e for e in encodings), encodings
-  if methods == ['prune'] and config.compression.prune.granularity == 'unit':
+  if 'prune' in methods and config.compression.prune.granularity == 'unit':
+    # The small model is stored: no positions, the other methods' codes.
     assert head['model']['hidden'] == on_disk['kept_hidden']
     assert on_disk['kept_hidden'] < config.model.hidden
-  else:
-    for m in methods:
-      assert any(m in e.split('+') for e in encodings), (m, encodings)
+    methods = [m for m in methods if m != 'prune']
+    assert not any('sparse' in e for e in encodings), encodings
+  for m in methods:
+    assert any(m in e.split('+') for e in encodings), (m, encodings)
   if 'prune' in methods:
     assert on_disk['prune_sparsity'] > 0
   if config.compression.hidden_state.bits:

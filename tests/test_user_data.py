@@ -22,8 +22,9 @@ from tests.test_train import check_run
 ROOT = os.path.join(os.path.dirname(__file__), '..')
 # The recipes these tests run as commands (tests/test_train.py's in-process
 # smoke run leaves them to these tests).
-RECIPES_RUN = ('gru_baseline', 'gru_qat', 'gru_prune', 'deep_compression',
-               'gru_kd', 'compress', 'gru_structured', 'gru_forecast')
+RECIPES_RUN = ('auto', 'gru_baseline', 'gru_qat', 'gru_prune',
+               'deep_compression', 'gru_kd', 'compress', 'gru_structured',
+               'gru_forecast')
 
 
 def run(script: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
@@ -125,6 +126,21 @@ def test_distillation_in_one_command_and_eval_of_the_student(ts):
       '--config.distill.scratch=false', f'--workdir={again}')
   assert results(again)['teacher_test_accuracy'] == results(
       work + '/teacher')['test_accuracy']
+
+
+def test_byte_budget_in_one_command(ts):
+  flags, _, d = ts
+  work = str(d / 'auto')
+  run('train.py', '--config=configs/auto.py:budget=700,smoke', *flags,
+      f'--workdir={work}')
+  r = _assert_user_run(work, ['budget'])
+  assert os.path.getsize(os.path.join(work, 'model.rnnc')) == r[
+      'compressed_bytes'] <= r['budget_bytes'] == 700
+  assert results(work + '/init')['dataset'] == 'file'
+  rows = r['allocation']
+  assert {row['tensor'] for row in rows} == {
+      leaf['path'] for leaf in header(work)['leaves']}
+  assert sum(row['bytes'] for row in rows) <= 700
 
 
 def test_compress_any_trained_run(ts):

@@ -108,17 +108,60 @@ def test_error_at_most_half_a_step(bits, scheme, granularity):
       q.fake_quant(jnp.zeros_like(x), scale, zero, qmin, qmax, 1.0), 0.0)
 
 
-def test_straight_through_gradient_is_one_inside_zero_outside():
-  # 3-bit symmetric, step 1: the clipping range is [-3, 3].
-  x = jnp.asarray([-5.0, -3.2, -3.0, -1.2, 0.3, 2.5, 3.0, 3.1, 7.0])
+def test_straight_through_gradient_is_one_where_the_rounded_code_is_in_range():
+  # 3-bit symmetric, step 1: codes -3..3. -3.2 and 3.1 round to the ends
+  # (represented: gradient 1); -3.5 and 3.5 round half to even to -4 and 4
+  # (clipped: 0); -3.49 rounds to -3.
+  x = jnp.asarray([-5.0, -3.5, -3.49, -3.2, -3.0, -1.2, 0.3, 2.5, 3.0, 3.1,
+                   3.5, 7.0])
   grad = jax.grad(lambda x: jnp.sum(q.fake_quant(
       x, jnp.float32(1.0), jnp.float32(0.0), -3, 3, 1.0)))(x)
-  np.testing.assert_array_equal(grad, [0, 0, 1, 1, 1, 1, 1, 0, 0])
-  # Asymmetric 2-bit, step 0.5, zero point 1: range [-0.5, 1.0].
-  x = jnp.asarray([-0.6, -0.5, 0.2, 1.0, 1.2])
+  np.testing.assert_array_equal(grad, [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0])
+  # Asymmetric 2-bit, step 0.5, zero point 1: codes 0..3 = [-0.5, 1.0];
+  # -0.6 (code 0) and 1.2 (code 3) are represented, -0.8 (code -1) and
+  # 1.3 (code 4) are clipped.
+  x = jnp.asarray([-0.8, -0.6, -0.5, 0.2, 1.0, 1.2, 1.3])
   grad = jax.grad(lambda x: jnp.sum(q.fake_quant(
       x, jnp.float32(0.5), jnp.float32(1.0), 0, 3, 1.0)))(x)
-  np.testing.assert_array_equal(grad, [0, 1, 1, 1, 0])
+  np.testing.assert_array_equal(grad, [0, 1, 1, 1, 1, 1, 0])
+
+
+@pytest.mark.parametrize('bits', [8, 4])
+@pytest.mark.parametrize('overrides', [
+    dict(scheme='asymmetric', scale='minmax'),  # The rounded zero point.
+    dict(),  # Symmetric absmax: float rounding at the column maximum.
+])
+def test_every_weight_of_a_kernel_trains_including_its_range_ends(
+    bits, overrides):
+  # The grid covers each column's [min, max]; every weight is represented, so
+  # every one gets gradient 1, the extremes included. (Testing the continuous
+  # value w / s + z instead, the asymmetric grid left 17 of these 384 weights
+  # at 8 bits, 21 at 4 bits, without gradient.)
+  w = jnp.asarray(np.random.default_rng(0).standard_normal((24, 16)),
+                  jnp.float32)
+  comp = q.make(q.config(bits=bits, regex='w', **overrides))
+  p, s = comp.init({'w': w})
+  grad = jax.grad(lambda p: jnp.sum(comp.apply(p, s)['w']))(p)['w']
+  np.testing.assert_array_equal(grad, np.ones(w.shape))
+  sym = not overrides
+  qmin, qmax = q.int_range(bits, sym)
+  lo, hi = q.value_range(w, 'minmax', True, symmetric=sym)
+  # The extremes really sit beyond the grid's continuous ends, so a mask on
+  # w / s + z would fail them: the case is not vacuous (symmetric 4-bit
+  # happens to have no such column maximum in this kernel).
+  scale, zero = q.scale_and_zero_point(lo, hi, bits, sym)
+  v = w * (1.0 / scale) + zero
+  beyond = int(jnp.sum((v < qmin) | (v > qmax)))
+  assert beyond > 0 or (sym and bits == 4)
+  # With the range halved (a PTQ clipping factor), weights whose rounded code
+  # falls outside are clipped and get no gradient; the rest get 1.
+  halved = jax.tree.map(lambda c: c * 0.5, s)
+  grad = jax.grad(lambda p: jnp.sum(comp.apply(p, halved)['w']))(p)['w']
+  scale, zero = q.scale_and_zero_point(lo * 0.5, hi * 0.5, bits, sym)
+  code = np.round(np.asarray(w) * np.asarray(1.0 / scale)) + np.asarray(zero)
+  want = (code >= qmin) & (code <= qmax)
+  assert want.any() and not want.all()
+  np.testing.assert_array_equal(grad, want.astype(np.float32))
 
 
 def test_qat_apply_passes_gradients_to_master_weights():
@@ -156,13 +199,15 @@ def test_learned_step_gradient_matches_finite_differences():
   wn, cn = np.asarray(w, np.float64), np.asarray(c, np.float64)
   s0 = float(np.exp(np.float64(log_s0)))
   v0 = wn / s0
-  inside = (v0 >= -3) & (v0 <= 3)
+  # Represented: the rounded code is in range (the straight-through mask).
+  inside = np.abs(np.round(v0)) <= 3
   assert inside.any() and not inside.all()
   residual = np.where(inside, np.round(v0) - v0, 0.0)
 
   def surrogate(log_s):
     s = np.exp(log_s)
-    return np.sum(cn * s * (np.clip(wn / s, -3, 3) + residual))
+    return np.sum(cn * s * np.where(inside, wn / s + residual,
+                                    np.clip(wn / s, -3, 3)))
 
   eps = 1e-4
   fd = (surrogate(float(log_s0) + eps) - surrogate(float(log_s0) - eps)) / (

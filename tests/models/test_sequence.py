@@ -171,8 +171,9 @@ def test_masked_softmax_and_mean_pool_handle_empty_sequences():
      "model.cell: unknown cell 'foo'; valid: gru, lstm, rnn"),
     (dict(pooling='max'), 'classification',
      "model.pooling: unknown pooling 'max'; valid: attention, last, mean"),
-    (dict(dtype='float16'), 'classification',
-     "model.dtype: unknown dtype 'float16'; valid: float32, bfloat16"),
+    (dict(dtype='float64'), 'classification',
+     "model.dtype: unknown dtype 'float64'; valid: float32, bfloat16, "
+     'float16'),
     (dict(hidden=0), 'classification', 'model.hidden: must be an integer'),
     (dict(layers=0), 'classification', 'model.layers: must be an integer'),
     (dict(unroll=0), 'classification', 'model.unroll: must be an integer'),
