@@ -106,6 +106,7 @@ def execute(run: Run, root: str) -> dict:
   # Kernel parameters of the model the run's artifact holds.
   from compression import export  # pylint: disable=g-import-not-at-top
   header = export.read(os.path.join(root, run.name, 'model.rnnc')).header
+  results['artifact_hidden'] = header['model']['hidden']
   results['kernel_params'] = sum(
       int(np_prod(leaf['shape'])) for leaf in header['leaves']
       if leaf['path'].endswith('kernel'))
@@ -204,7 +205,7 @@ COMPRESSION = [
     ('taylor', 'gru_taylor.py', 'first-order (Taylor) sensitivity, 80%'),
     ('l1', 'gru_l1.py', 'L1 penalty then threshold, 80%'),
     ('structured', 'gru_structured.py', 'half the hidden units removed (Wen '
-     'et al. groups); the file holds the shrunk model'),
+     'et al. groups), 8-bit codes; the file holds the shrunk model'),
     ('svd', 'gru_svd.py', 'SVD factors of the recurrent kernel at a quarter '
      'of full rank, fine-tuned'),
     ('dct', 'gru_dct.py', '25% of 8x8-block DCT coefficients of the recurrent '
@@ -221,6 +222,13 @@ COMPRESSION.append(
     ('kd', 'gru_kd.py', 'a 16-unit student distilled from a 128-unit teacher '
      '(soft labels, hidden states, attention maps); ratio against the '
      "teacher's float size"))
+
+
+# Rows whose files hold integer weights: also run by `eval.py --artifact
+# --runtime=int` (the integer reference, equal to the generated C), shown
+# beside the fake-quant accuracy. The others store float32 weights.
+INT_ROWS = ('qat8', 'qat4', 'qat2', 'ptq', 'kmeans', 'structured',
+            'deep_compression')
 
 
 def in_table(name: str, cell: str) -> bool:
@@ -243,7 +251,8 @@ def compression_runs(cell: str) -> Callable[[str], list[Run]]:
     del root
     base = f'{cell}_baseline'
     return [Run(base, f'{base}.py')] + [
-        Run(prefix + n, _with_cell(recipe, cell))
+        Run(prefix + n, _with_cell(recipe, cell),
+            evals=('int',) if n in INT_ROWS else ())
         for n, recipe, _ in COMPRESSION if n in names]
 
   return runs
@@ -260,15 +269,19 @@ def compression_render(cell: str) -> Callable[[dict[str, dict]], str]:
       r = R[prefix + n]
       # A distilled student is compared with the teacher it replaces.
       dense = r.get('teacher_dense_bytes', r['dense_bytes'])
-      rows.append([f'`{_with_cell(recipe, cell)}`', what, acc(r),
+      in_int = (f"{r['eval_int']['test_accuracy']:.3f}" if 'eval_int' in r
+                else 'float weights')
+      rows.append([f'`{_with_cell(recipe, cell)}`', what, acc(r), in_int,
                    nbytes(r['compressed_bytes']),
                    f"{dense / r['compressed_bytes']:.1f}x",
                    nbytes(r['entropy_coded_bytes'])])
     base = R[f'{cell}_baseline']
     head = (f"Baseline `{cell}_baseline.py`: test accuracy "
             f"{acc(base)}, {nbytes(base['dense_bytes'])} float32 bytes.\n\n")
-    return head + markdown_table(['recipe', 'method', 'test acc.', 'file bytes',
-                         'ratio', 'Huffman payload'], rows)
+    return head + markdown_table(['recipe', 'method', 'test acc.',
+                                  'in integers (`--runtime=int`)',
+                                  'file bytes', 'ratio', 'Huffman payload'],
+                                 rows)
 
   return render
 
@@ -424,9 +437,13 @@ def budget_render(R: dict[str, dict]) -> str:
     chosen = '; '.join(
         f"`{a['tensor'].removeprefix('rnn/layer_0/')}` {a['setting']}"
         for a in r['allocation'] if a['tensor'].endswith('kernel'))
-    rows.append([nbytes(b), nbytes(r['compressed_bytes']), ratio(r), acc(r),
-                 chosen])
-  return markdown_table(['budget', 'file bytes', 'ratio', 'accuracy',
+    # Against the float GRU-64 it started from (the distillation teacher).
+    source = r['teacher_dense_bytes']
+    rows.append([nbytes(b), nbytes(r['compressed_bytes']),
+                 f"{source / r['compressed_bytes']:.1f}x", acc(r),
+                 str(r['artifact_hidden']), chosen])
+  return markdown_table(['budget', 'file bytes', 'ratio (float GRU-64 / file)',
+                         'accuracy', 'hidden width',
                          'settings chosen for the kernels'], rows)
 
 

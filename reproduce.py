@@ -576,9 +576,23 @@ def run_all(root: str, items: Sequence[str], engine: sweep_lib.Engine,
   return failed
 
 
+# The items each table and plot reads (`--only` rewrites just those).
+TABLE_ITEMS = {
+    'run_info': tuple(SWEEPS), 'zhu_gupta': ('prune',),
+    'deep_compression': ('deep_compression',), 'kmeans': ('kmeans',),
+    'hinton': ('kd',), 'prabhavalkar': ('svd',), 'wen_iss': ('structured',),
+    'quant_bits': ('ptq', 'qat'), 'lm_bits': ('lm_ptq',),
+    'budget': ('budget',),
+}
+
+
 def write_outputs(root: str, items: Sequence[str], markdown: str,
-                  plot_dir: str) -> None:
-  """Writes the tables into `markdown` and the plots into `plot_dir`."""
+                  plot_dir: str, only: Sequence[str] = ()) -> None:
+  """Writes the tables into `markdown` and the plots into `plot_dir`.
+
+  With `only` (items), just the tables and plots that read nothing but those
+  items are rewritten; every other table keeps its text.
+  """
   rows_by_item: dict[str, list[dict]] = {}
   summaries: Summaries = {}
   for item in items:
@@ -602,8 +616,17 @@ def write_outputs(root: str, items: Sequence[str], markdown: str,
   }
   with open(markdown) as f:
     text = f.read()
+  if only:
+    kept = {m[1]: m[2] for m in _MARKER_RE.findall(text)}
+    tables = {k: (v if set(TABLE_ITEMS[k]) <= set(only) else kept[k])
+              for k, v in tables.items()}
   text = fill_markers(text, tables)
   files.atomic_write(markdown, text)
+  if only:
+    if 'budget' in only:
+      os.makedirs(plot_dir, exist_ok=True)
+      plot_budget(summaries, os.path.join(plot_dir, 'budget.png'))
+    return
 
   os.makedirs(plot_dir, exist_ok=True)
   # The chart is JapaneseVowels accuracy; the language model's bits per
@@ -649,7 +672,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--tables_only', action='store_true',
                       help='only rewrite tables and plots from existing runs')
   parser.add_argument('--only', default='',
-                      help='comma-separated items to run (default all): '
+                      help='comma-separated items to run, and whose '
+                      'tables and plots to rewrite (default all): '
                       + ', '.join(SWEEPS))
   args = parser.parse_args(argv)
   root = args.root or ('/tmp/reproduction_smoke' if args.smoke
@@ -692,7 +716,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           'wall_minutes': (time.time() - t0) / 60, 'runs': runs,
           'cpus': os.cpu_count(), 'ray_address': args.ray_address,
           'parallel': args.parallel or sweep_lib._usable_cores()})  # pylint: disable=protected-access
-  write_outputs(root, list(SWEEPS), markdown, plot_dir)
+  write_outputs(root, list(SWEEPS), markdown, plot_dir,
+                only=[i for i in args.only.split(',') if i])
   print(f'wrote {markdown} and {plot_dir}/'
         + (f'; failed points: {", ".join(failed)}' if failed else ''))
   return 1 if failed else 0

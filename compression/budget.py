@@ -259,6 +259,11 @@ def _compress_bwd(rec, g):
 
 
 compress.defvjp(_compress_fwd, _compress_bwd)
+# The allocation evaluates hundreds of settings of the same few shapes: one
+# compiled program per shape instead of op-by-op dispatch.
+_compress_jit = jax.jit(compress)
+_codes_jit = jax.jit(codes)
+_assignments_jit = jax.jit(assignments)
 
 
 def magnitude_mask(w: np.ndarray, sparsity: float) -> np.ndarray:
@@ -308,14 +313,14 @@ def record(w: np.ndarray, rec: dict) -> records.Record | None:
   if setting.clusters:
     # Every element's index (a method's record); the accounting stores the
     # kept positions' only.
-    index = np.asarray(jax.device_get(assignments(jnp.asarray(w), rec)))
+    index = np.asarray(jax.device_get(_assignments_jit(jnp.asarray(w), rec)))
     return records.Record(positions=positions, codebook=records.Codebook(
         index=index.astype(np.uint8),
         bits=clustering.index_bits(setting.clusters),
         codebook=np.asarray(rec['codebook'])[:setting.clusters]))
   if not setting.bits:
     return None if positions is None else records.Record(positions=positions)
-  q, scale = jax.device_get(codes(jnp.asarray(w), rec))
+  q, scale = jax.device_get(_codes_jit(jnp.asarray(w), rec))
   scale = np.asarray(scale, np.float32).reshape(-1)
   if not setting.per_channel or np.asarray(w).ndim < 2:
     scale = scale[:1]  # One step (broadcast to the channels in `apply`).
@@ -457,16 +462,31 @@ def candidate_settings(spec: Any, shape: Sequence[int]) -> list[Setting]:
 def leaf_bytes(path: str, w: np.ndarray, rec: dict) -> int:
   """The exact fixed-width payload bytes of one tensor under one record."""
   r = record(w, rec)
-  dense = np.asarray(jax.device_get(compress(jnp.asarray(w), rec)))
+  dense = np.asarray(jax.device_get(_compress_jit(jnp.asarray(w), rec)))
   tree = core.nest([(path, dense)])
   exports = {path: r} if r is not None else {}
   (leaf,) = accounting.plan(tree, [exports], ['budget'], 'fixed', check=False)
   return leaf.bytes('fixed')
 
 
+_MEASURED: dict[str, list[list[Candidate]]] = {}
+
+
+def _key(spec: Any, params: Any) -> str:
+  import hashlib  # pylint: disable=g-import-not-at-top
+  h = hashlib.sha256(repr(spec._replace(width=0)).encode())
+  for path, leaf in sorted(accounting.flatten(jax.device_get(params)).items()):
+    h.update(path.encode())
+    h.update(np.ascontiguousarray(leaf).tobytes())
+  return h.hexdigest()
+
+
 def measure(spec: Any, params: Any, state: Any,
             loss_fn: Callable[[Any], float]) -> list[list[Candidate]]:
   """Every selected tensor's candidates with their exact bytes and loss cost.
+
+  A process measures the same parameters under the same options once (the
+  width search measures the width the run then allocates).
 
   Args:
     spec: the parsed section.
@@ -477,6 +497,9 @@ def measure(spec: Any, params: Any, state: Any,
   Returns:
     One list of Candidates per selected tensor, in path order.
   """
+  key = _key(spec, params)
+  if key in _MEASURED:
+    return _MEASURED[key]
   base = float(loss_fn(params))
   out = []
   for keys, _ in core.tagged(state, 'mask'):
@@ -486,10 +509,11 @@ def measure(spec: Any, params: Any, state: Any,
     for setting in candidate_settings(spec, w.shape):
       rec = state_record(w, setting)
       loss = float(loss_fn(core.set_path(params, keys,
-                                         compress(jnp.asarray(w), rec))))
+                                         _compress_jit(jnp.asarray(w), rec))))
       sens = loss - base if math.isfinite(loss) else math.inf
       row.append(Candidate(path, setting, leaf_bytes(path, w, rec), sens))
     out.append(row)
+  _MEASURED[key] = out
   return out
 
 

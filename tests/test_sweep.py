@@ -477,3 +477,20 @@ def test_parallel_sizes_the_embedded_ray():
                        capture_output=True, text=True, timeout=120)
   assert run.returncode == 0, run.stderr
   assert run.stdout.split() == ['6.0', 'False']  # And it is shut down after.
+
+
+def test_only_rewrites_the_tables_of_its_items(tmp_path):
+  md = tmp_path / 'R.md'
+  md.write_text(''.join(f'<!-- table:{k} -->\nkept {k}\n<!-- /table -->\n'
+                        for k in reproduce.TABLE_ITEMS))
+  rows = [{'name': 'auto1200_s0', 'group': 'auto1200', 'status': 'done',
+           'value': 0.98, 'compressed_bytes': 1150}]
+  os.makedirs(tmp_path / 'runs' / 'budget')
+  sweep.write_csv(rows, str(tmp_path / 'runs' / 'budget' / 'sweep.csv'))
+  reproduce.write_outputs(str(tmp_path / 'runs'), list(reproduce.SWEEPS),
+                          str(md), str(tmp_path / 'docs'), only=['budget'])
+  text = md.read_text()
+  assert '| 1,200 | 1,150 | 98.00 | none fits |' in text
+  for k in reproduce.TABLE_ITEMS:
+    assert (f'kept {k}' in text) == (k != 'budget'), k
+  assert (tmp_path / 'docs' / 'budget.png').exists()
