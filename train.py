@@ -429,6 +429,15 @@ def restore_params(workdir: str, target: Any,
       target)
 
 
+def source_params(config: Any, setup: Setup) -> Any:
+  """The float parameters of `config.init_from`, shaped as `setup.model`'s
+  (the structure comes from an initialization; the values are restored)."""
+  example = jax.tree.map(lambda a: a[:2], setup.dataset.train)
+  target = setup.model.init(jax.random.PRNGKey(0), example['x'],
+                            example['lengths'])['params']
+  return restore_params(config.init_from, target)
+
+
 def calibration_loss(config: Any, setup: Setup):
   """Dense parameters -> mean loss on the first N training batches."""
   n = int(config.compression.calibration_batches)
@@ -1009,10 +1018,7 @@ def prepare_layer_drop(config: Any) -> tuple[Any, dict]:
     return config, {}
   setup = build(config)
   task = setup.dataset.task
-  example = jax.tree.map(lambda a: a[:2], setup.dataset.train)
-  params = setup.model.init(jax.random.PRNGKey(0), example['x'],
-                            example['lengths'])['params']
-  params = restore_params(config.init_from, params)
+  params = source_params(config, setup)
 
   @jax.jit
   def grad_fn(p, batch):
@@ -1073,10 +1079,7 @@ def prepare_width(config: Any) -> Any:
   if spec.width or not spec.widths or not config.init_from:
     return config
   source = build(config)
-  example = jax.tree.map(lambda a: a[:2], source.dataset.train)
-  target = source.model.init(jax.random.PRNGKey(0), example['x'],
-                             example['lengths'])['params']
-  params = restore_params(config.init_from, target)
+  params = source_params(config, source)
   dense_bytes = 4 * model_param_count(source)
   base = None
   scores = []

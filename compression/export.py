@@ -307,15 +307,25 @@ def split(blob: bytes, name: str = 'artifact') -> tuple[dict, bytes]:
   """The header object and the payload of a file, nothing checked but the
   framing (for tools and tests that rewrite headers; `parse` checks all)."""
   _, version, _, head_len = _PREFIX.unpack_from(blob)
-  head = blob[_PREFIX.size:_PREFIX.size + head_len]
-  if version == 1:
-    header = json.loads(zlib.decompress(head))
-  else:
-    try:
-      header = _expand(header_lib.unpack(head))
-    except InputError as e:
-      raise _fail(name, str(e)) from None
+  try:
+    header = _decode_header(version, blob[_PREFIX.size:_PREFIX.size
+                                          + head_len])
+  except InputError as e:
+    raise _fail(name, str(e)) from None
+  except (ValueError, UnicodeDecodeError, zlib.error) as e:
+    raise _fail(name, f'malformed ({e})') from None
   return header, blob[_PREFIX.size + head_len:-_DIGEST]
+
+
+def _decode_header(version: int, head: bytes) -> Any:
+  """The (full) header object of a version's header bytes, bounded in size."""
+  if version == 1:
+    inflater = zlib.decompressobj()
+    text = inflater.decompress(head, _MAX_HEADER)
+    _expect(inflater.eof and not inflater.unconsumed_tail, 'header too '
+            'large or cut short')
+    return json.loads(text.decode('utf-8'))
+  return _expand(header_lib.unpack(head))
 
 
 def build(*, dense: Any, exports: Any, methods: Sequence[str],
@@ -646,15 +656,8 @@ def parse(blob: bytes, name: str = 'artifact',
   try:
     _expect(reserved == 0, 'reserved field is not 0')
     _expect(_PREFIX.size + head_len <= n - _DIGEST, 'header runs past the end')
-    head = blob[_PREFIX.size:_PREFIX.size + head_len]
-    if version == 1:
-      inflater = zlib.decompressobj()
-      text = inflater.decompress(head, _MAX_HEADER)
-      _expect(inflater.eof and not inflater.unconsumed_tail, 'header too '
-              'large or cut short')
-      header = json.loads(text.decode('utf-8'))
-    else:
-      header = _expand(header_lib.unpack(head))
+    header = _decode_header(version,
+                            blob[_PREFIX.size:_PREFIX.size + head_len])
     _expect(isinstance(header, dict), 'header is not a JSON object')
     _expect(header.get('version') == version, 'header version mismatch')
     start = _PREFIX.size + head_len
