@@ -399,13 +399,20 @@ def plot_budget(S: Summaries, path: str) -> None:
   if base:
     ax.axhline(100 * base['value'], color='gray', linestyle=':',
                label='float32 baseline')
+  _save_log_x(plt, fig, ax, path, 'artifact file bytes (log scale)',
+              'GRU-64, JapaneseVowels: compression to a byte budget', 7)
+
+
+def _save_log_x(plt, fig, ax, path: str, xlabel: str, title: str,
+                legend_size: int) -> None:
+  """Finishes an accuracy chart with a log x axis and writes it."""
   ax.set_xscale('log')
   sweep_lib._plain_log_ticks(ax.xaxis)  # pylint: disable=protected-access
-  ax.set_xlabel('artifact file bytes (log scale)')
+  ax.set_xlabel(xlabel)
   ax.set_ylabel('test accuracy (%)')
   ax.grid(True, which='both', alpha=0.3)
-  ax.legend(fontsize=7)
-  ax.set_title('GRU-64, JapaneseVowels: compression to a byte budget')
+  ax.legend(fontsize=legend_size)
+  ax.set_title(title)
   fig.tight_layout()
   fig.savefig(path)
   plt.close(fig)
@@ -477,16 +484,8 @@ def plot_zhu_gupta(S: Summaries, path: str) -> None:
                 yerr=[100 * p.get('value_std', 0) for p in pts],
                 marker=marker, markersize=8, capsize=3, label=label,
                 linestyle='-' if len(pts) > 1 else 'none')
-  ax.set_xscale('log')
-  sweep_lib._plain_log_ticks(ax.xaxis)  # pylint: disable=protected-access
-  ax.set_xlabel('nonzero parameters (log scale)')
-  ax.set_ylabel('test accuracy (%)')
-  ax.grid(True, which='both', alpha=0.3)
-  ax.legend(fontsize=8)
-  ax.set_title('Large-sparse vs small-dense (Zhu & Gupta 2017)')
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+  _save_log_x(plt, fig, ax, path, 'nonzero parameters (log scale)',
+              'Large-sparse vs small-dense (Zhu & Gupta 2017)', 8)
 
 
 # ----------------------------------------------------------------------------
