@@ -46,8 +46,14 @@ SWEEPS = {
     'ptq': 'configs/gru_ptq.py',
     'qat': 'configs/gru_qat.py',
     'kd': 'configs/gru_kd.py',
-    'lm_ptq': 'configs/lm_ptq.py',
     'budget': 'configs/auto.py',
+    'lm': 'configs/lm_compress.py',
+}
+
+# REPRODUCTION.md's parts, by the items they read.
+PARTS = {
+    'Part I (JapaneseVowels)': tuple(i for i in SWEEPS if i != 'lm'),
+    'Part II (character language model)': ('lm',),
 }
 
 # Columns averaged over seeds for the tables.
@@ -56,7 +62,8 @@ SUMMARY_KEYS = (
     'params_total', 'compression_ratio', 'fixed_width_bytes',
     'entropy_coded_bytes', 'scratch_test_accuracy', 'teacher_test_accuracy',
     'kept_hidden', 'shrunk_params_total', 'shrunk_dense_bytes',
-    'train_seconds', 'steps')
+    'train_seconds', 'steps', 'scratch_test_bits_per_char',
+    'teacher_test_bits_per_char')
 
 # "No loss": a mean test accuracy at most this many percentage points below
 # the baseline's (one test example of 370 is 0.27 points).
@@ -303,23 +310,378 @@ def table_quant_bits(S: Summaries) -> str:
                 rows)
 
 
-def table_lm_bits(S: Summaries) -> str:
-  """Held-out bits per character of the character LM by weight bits."""
-  lm = S.get('lm_ptq', {})
-  base = lm.get('float')
+# ----------------------------------------------------------------------------
+# Part II: the character language models (item 'lm', configs/lm_compress.py)
+
+# The two float LMs of about equal recurrent weights (configs/gru_lm.py).
+LM_CELLS = (('gru', 'GRU-128'), ('lstm', 'LSTM-110'))
+
+# "No loss" on the LM: mean held-out bits per character at most this much
+# above the float LM's (about 1% of it).
+LM_TOLERANCE_BPC = 0.02
+
+
+def _bpc(s: dict | None, key: str = 'value') -> str:
+  """'2.077 ± 0.004' (held-out bits per character, mean ± std) or 'n/a'."""
+  if not s or key not in s:
+    return 'n/a'
+  text = f'{s[key]:.3f}'
+  if s.get('n', 1) > 1:
+    text += f' ± {s.get(key + "_std", 0.0):.3f}'
+  return text
+
+
+def _ppl(s: dict | None, key: str = 'value') -> str:
+  """Perplexity per character, 2 ** (mean bits per character)."""
+  return f'{2 ** s[key]:.3f}' if s and key in s else 'n/a'
+
+
+def _lm(S: Summaries, cell: str) -> dict[str, dict]:
+  """The LM grid's summaries of one cell, keyed without the cell prefix."""
+  return {k[len(cell) + 1:]: v for k, v in S.get('lm', {}).items()
+          if k.startswith(cell + '_')}
+
+
+def _lm_rows(S: Summaries, specs, columns) -> list[list[str]]:
+  """Rows `[cell name, label, *columns(summary, float summary)]` per cell."""
+  rows = []
+  for cell, name in LM_CELLS:
+    g = _lm(S, cell)
+    base = g.get('float')
+    for group, label in specs:
+      rows.append([name, label] + columns(g.get(group), base))
+  return rows
+
+
+def table_lm_models(S: Summaries) -> str:
+  """The two float LMs."""
+  rows = []
+  for cell, name in LM_CELLS:
+    s = _lm(S, cell).get('float')
+    rows.append([name, _int(s, 'params_total'), _int(s, 'dense_bytes'),
+                 _bpc(s), _ppl(s), _n(s)])
+  return markdown_table(['float LM', 'params', 'float32 bytes',
+                         'held-out bits/char', 'perplexity per char',
+                         'seeds'], rows)
+
+
+def _bpc_columns(s: dict | None, base: dict | None) -> list[str]:
   dense = base.get('dense_bytes') if base else None
+  return [_int(s, 'params_nonzero'), _int(s, 'compressed_bytes'),
+          _ratio(s, dense), _bpc(s), _ppl(s), _n(s)]
+
+
+_BPC_HEADER = ['nonzero params', 'artifact bytes', 'ratio',
+               'held-out bits/char', 'perplexity per char', 'seeds']
+
+
+def table_lm_zhu_gupta(S: Summaries) -> str:
+  """Pruned LMs against dense LMs of about their nonzeros."""
+  specs = [('float', 'dense, float (the start)')]
+  specs += [(f'prune{sp}', f'{100 * sp:g}% sparse, fine-tuned')
+            for sp in (0.5, 0.8, 0.9, 0.95)]
+  specs += [(f'dense{sp}', f'small dense, about the nonzeros of '
+             f'{100 * sp:g}% sparse') for sp in (0.8, 0.9)]
+  out = markdown_table(['cell', 'model'] + _BPC_HEADER,
+                       _lm_rows(S, specs, _bpc_columns))
+  for cell, name in LM_CELLS:
+    g = _lm(S, cell)
+    for sp in (0.8, 0.9):
+      big, small = g.get(f'prune{sp}'), g.get(f'dense{sp}')
+      if big and small:
+        out += (f'\n{name}, {100 * sp:g}%: large-sparse {_bpc(big)} '
+                f'({_int(big, "params_nonzero")} nonzero) vs small-dense '
+                f'{_bpc(small)} ({_int(small, "params_nonzero")}).')
+  return out + '\n'
+
+
+def table_lm_deep_compression(S: Summaries) -> str:
+  """Weight sharing alone, and Deep Compression's stages."""
+  specs = [('float', 'float'), ('kmeans16', '16 shared values per matrix'),
+           ('deep_prune0.9', '90% pruned, one global threshold'),
+           ('deep', '90% pruned + 16 shared values + Huffman')]
+
+  def cols(s, base):
+    dense = base.get('dense_bytes') if base else None
+    return [_int(s, 'params_nonzero'), _int(s, 'fixed_width_bytes'),
+            _int(s, 'entropy_coded_bytes'), _int(s, 'compressed_bytes'),
+            _ratio(s, dense), _bpc(s), _n(s)]
+  return markdown_table(['cell', 'model', 'nonzero params',
+                         'payload bytes (fixed width)',
+                         'payload bytes (Huffman)', 'artifact bytes',
+                         'ratio', 'held-out bits/char', 'seeds'],
+                        _lm_rows(S, specs, cols))
+
+
+def table_lm_hinton(S: Summaries, rows_by_item: dict[str, list[dict]]) -> str:
+  """Distilled student LMs against the same students from scratch."""
+  num = sweep_lib._is_number  # pylint: disable=protected-access
+  rows = []
+  for cell, name in LM_CELLS:
+    runs = sorted((r for r in rows_by_item.get('lm', [])
+                   if r.get('group') == f'{cell}_kd'
+                   and r.get('status') == 'done'
+                   and num(r.get('scratch_test_bits_per_char'))),
+                  key=lambda r: str(r['name']))
+    for r in runs:
+      rows.append([name, str(r['name']).rsplit('_s', 1)[-1],
+                   _int(r, 'params_total'),
+                   f'{r["teacher_test_bits_per_char"]:.3f}',
+                   f'{r["value"]:.3f}',
+                   f'{r["scratch_test_bits_per_char"]:.3f}',
+                   f'{r["value"] - r["scratch_test_bits_per_char"]:+.3f}'])
+    s = _lm(S, cell).get('kd')
+    if s and runs:
+      rows.append([name, 'mean', _int(s, 'params_total'),
+                   _bpc(s, 'teacher_test_bits_per_char'), _bpc(s),
+                   _bpc(s, 'scratch_test_bits_per_char'),
+                   f'{s["value"] - s["scratch_test_bits_per_char"]:+.3f}'])
+  return markdown_table(['teacher', 'seed', 'student params',
+                         'teacher bits/char', 'distilled student bits/char',
+                         'student from scratch bits/char',
+                         'distilled - scratch'], rows)
+
+
+def table_lm_kd_search(rows_by_item: dict[str, list[dict]]) -> str:
+  """The distillation settings tried on seed 0 of the GRU, and the chosen."""
+  from configs import lm_compress  # pylint: disable=g-import-not-at-top
+  num = sweep_lib._is_number  # pylint: disable=protected-access
+  done = {r['group']: r for r in rows_by_item.get('lm', [])
+          if r.get('status') == 'done' and str(r.get('name')).endswith('_s0')}
+  chosen = done.get('gru_kd')
+  rows = []
+  for key, setting in [('chosen', 'temperature=1,alpha=0.5,feature=1')] + list(
+                            lm_compress.KD_SEARCH.items()):
+    r = chosen if key == 'chosen' else done.get(f'gru_kdsearch_{key}')
+    # A run without its own twin is compared with the chosen run's twin,
+    # which has the same student, seed, steps and batches.
+    twin = r.get('scratch_test_bits_per_char') if r else None
+    if r and not num(twin) and chosen:
+      twin = chosen.get('scratch_test_bits_per_char')
+    ok = r and num(twin)
+    rows.append([f'`{setting}`' + (' (chosen: the rows above, seed 0)'
+                                   if key == 'chosen' else ''),
+                 str(r['steps']) if r else 'n/a',
+                 f'{r["value"]:.3f}' if r else 'n/a',
+                 f'{twin:.3f}' if ok else 'n/a',
+                 f'{r["value"] - twin:+.3f}' if ok else 'n/a'])
+  return markdown_table(['setting (`method=kd,...`)', 'student steps',
+                         'distilled GRU-48 bits/char',
+                         'scratch twin bits/char', 'distilled - scratch'],
+                        rows)
+
+
+def _lm_no_loss(base: dict | None, cands: list[tuple[str, dict | None]]
+                ) -> tuple[str, dict] | None:
+  """The smallest candidate within LM_TOLERANCE_BPC of the float LM."""
+  if not base:
+    return None
+  ok = [(label, s) for label, s in cands
+        if s and s['value'] - base['value'] <= LM_TOLERANCE_BPC]
+  return min(ok, key=lambda x: x[1]['compressed_bytes']) if ok else None
+
+
+def table_lm_prabhavalkar(S: Summaries) -> str:
+  """SVD rank of the recurrent kernel."""
+  ranks = (64, 32, 16)
+  specs = [('float', 'full rank (float)')] + [(f'svd{r}', f'rank {r}')
+                                               for r in ranks]
+
+  def cols(s, base):
+    dense = base.get('dense_bytes') if base else None
+    return [_int(s, 'params_total'), _int(s, 'compressed_bytes'),
+            _ratio(s, dense), _bpc(s), _ppl(s), _n(s)]
+  out = markdown_table(['cell', 'recurrent kernel', 'params',
+                        'artifact bytes', 'ratio', 'held-out bits/char',
+                        'perplexity per char', 'seeds'],
+                       _lm_rows(S, specs, cols))
+  for cell, name in LM_CELLS:
+    g = _lm(S, cell)
+    best = _lm_no_loss(g.get('float'), [(f'rank {r}', g.get(f'svd{r}'))
+                                        for r in ranks])
+    if g.get('float'):
+      out += (f'\n{name}: smallest within {LM_TOLERANCE_BPC} bits/char of '
+              'the float LM: ' + (f'{best[0]} ({_ratio(best[1], g["float"]["dense_bytes"])} smaller).'
+                                  if best else 'none.'))
+  return out + '\n'
+
+
+def table_lm_wen_iss(S: Summaries) -> str:
+  """Hidden units removed by ISS, the LM rebuilt without them."""
+  specs = [('float', 'none (float)')] + [
+      (f'units{u}', f'{100 * u:g}%') for u in (0.25, 0.5)]
+
+  def cols(s, base):
+    dense = base.get('dense_bytes') if base else None
+    kept = (f'{s["kept_hidden"]:.1f}'.rstrip('0').rstrip('.')
+            if s and 'kept_hidden' in s else 'all' if s is base and s
+            else 'n/a')
+    return [kept, _int(s, 'params_total' if s is base else
+                       'shrunk_params_total'),
+            _int(s, 'compressed_bytes'), _ratio(s, dense), _bpc(s), _n(s)]
+  return markdown_table(['cell', 'hidden units removed', 'units kept',
+                         'params of the shrunk LM', 'artifact bytes',
+                         'ratio', 'held-out bits/char', 'seeds'],
+                        _lm_rows(S, specs, cols))
+
+
+def table_lm_quant_bits(S: Summaries) -> str:
+  """PTQ against QAT of every matrix, by bit width."""
+  rows = []
+  for cell, name in LM_CELLS:
+    g = _lm(S, cell)
+    base = g.get('float')
+    dense = base.get('dense_bytes') if base else None
+    rows.append([name, '32 (float)', _bpc(base), _bpc(base),
+                 _int(base, 'compressed_bytes'), _ratio(base, dense)])
+    for bits in (8, 4, 3, 2):
+      sp, sq = g.get(f'ptq{bits}'), g.get(f'qat{bits}')
+      rows.append([name, str(bits), _bpc(sp), _bpc(sq),
+                   _int(sq or sp, 'compressed_bytes'),
+                   _ratio(sq or sp, dense)])
+  return markdown_table(['cell', 'weight bits', 'PTQ bits/char',
+                         'QAT bits/char', 'artifact bytes (QAT)', 'ratio'],
+                        rows)
+
+
+def _claims(S: Summaries) -> list[tuple[str, object, object, object]]:
+  """Each claim with its verdict on JapaneseVowels and on each LM.
+
+  A verdict is (holds: bool, the numbers it rests on: str), or None when a
+  run is missing.
+  """
+  def pct(s):
+    return f'{100 * s["value"]:.2f}%'
 
   def bpc(s):
-    return f"{s['value']:.3f}" if s else '-'
+    return f'{s["value"]:.3f}'
 
-  rows = [['32 (float)', bpc(base), _int(base, 'compressed_bytes'),
-           _ratio(base, dense)]]
-  for bits in (8, 6, 4, 3, 2):
-    s = lm.get(f'ptq{bits}')
-    rows.append([str(bits), bpc(s), _int(s, 'compressed_bytes'),
-                 _ratio(s, dense)])
-  return markdown_table(['weight bits', 'held-out bits/char (PTQ)', 'artifact bytes',
-                 'ratio'], rows)
+  def jv(item, a, b=None):
+    g = S.get(item, {})
+    return g.get(a), (g.get(b) if b else g.get('baseline'))
+
+  def lm(cell, a, b='float'):
+    g = _lm(S, cell)
+    return g.get(a), g.get(b)
+
+  def better(pair, fmt, higher):
+    x, y = pair
+    if not (x and y):
+      return None
+    ok = x['value'] > y['value'] if higher else x['value'] < y['value']
+    return ok, f'{fmt(x)} vs {fmt(y)}'
+
+  def no_loss(pair, fmt, tol, higher):
+    x, base = pair
+    if not (x and base):
+      return None
+    loss = (base['value'] - x['value']) if higher else (x['value']
+                                                         - base['value'])
+    return loss <= tol, f'{fmt(x)} vs {fmt(base)}'
+
+  def kd(s, scratch_key, fmt, higher):
+    if not s or scratch_key not in s:
+      return None
+    x, y = s['value'], s[scratch_key]
+    return (x > y if higher else x < y), f'{fmt(s)} vs {fmt({"value": y})}'
+
+  def third(g, base_key, prefix, ranks, fmt, tol, higher):
+    """The largest rank whose file is at most a third of the float32 size:
+    does it stay within the tolerance?"""
+    base = g.get(base_key)
+    if not base:
+      return None
+    small = [(r, g[f'{prefix}{r}']) for r in ranks if f'{prefix}{r}' in g]
+    small = [(r, s) for r, s in small
+             if 3 * s['compressed_bytes'] <= base['dense_bytes']]
+    if not small:
+      return None
+    r, s = max(small, key=lambda rs: rs[0])
+    res = no_loss((s, base), fmt, tol, higher)
+    return res[0], f'rank {r}: ' + res[1]
+
+  jv_tol, lm_tol = TOLERANCE_POINTS / 100, LM_TOLERANCE_BPC
+  out = []
+  for cell_claims in (
+      ('Large-sparse beats small-dense at about equal nonzeros (90% '
+       'sparse, equal training steps)',
+       better(jv('prune', 'prune0.9', 'dense21_800'), pct, True),
+       lambda c: better(lm(c, 'prune0.9', 'dense0.9'), bpc, False)),
+      ('Pruning to 90% costs no more than the tolerance',
+       no_loss(jv('prune', 'prune0.9'), pct, jv_tol, True),
+       lambda c: no_loss(lm(c, 'prune0.9'), bpc, lm_tol, False)),
+      ('Deep Compression (pruned + shared values + Huffman) costs no more '
+       'than the tolerance',
+       no_loss(jv('deep_compression', 'prune0.92_share16'), pct, jv_tol,
+               True),
+       lambda c: no_loss(lm(c, 'deep'), bpc, lm_tol, False)),
+      ('A distilled student beats its scratch twin (mean of seeds)',
+       kd(S.get('kd', {}).get('student'), 'scratch_test_accuracy', pct,
+          True),
+       lambda c: kd(_lm(S, c).get('kd'), 'scratch_test_bits_per_char', bpc,
+                    False)),
+      ('SVD to a third of the float size costs no more than the tolerance',
+       third(S.get('svd', {}), 'baseline', 'rank', (32, 16, 8, 4, 2, 1), pct,
+             jv_tol, True),
+       lambda c: third(_lm(S, c), 'float', 'svd', (64, 32, 16), bpc, lm_tol,
+                       False)),
+      ('Removing half of the hidden units (ISS) costs no more than the '
+       'tolerance',
+       no_loss(jv('structured', 'units0.5'), pct, jv_tol, True),
+       lambda c: no_loss(lm(c, 'units0.5'), bpc, lm_tol, False)),
+      ('4-bit PTQ costs no more than the tolerance',
+       no_loss(jv('ptq', 'ptq4'), pct, jv_tol, True),
+       lambda c: no_loss(lm(c, 'ptq4'), bpc, lm_tol, False)),
+      ('QAT beats PTQ at 2 bits',
+       better((S.get('qat', {}).get('qat2'), S.get('ptq', {}).get('ptq2')),
+              pct, True),
+       lambda c: better(lm(c, 'qat2', 'ptq2'), bpc, False)),
+      ('QAT beats PTQ at 4 bits',
+       better((S.get('qat', {}).get('qat4'), S.get('ptq', {}).get('ptq4')),
+              pct, True),
+       lambda c: better(lm(c, 'qat4', 'ptq4'), bpc, False)),
+  ):
+    claim, on_jv, on_lm = cell_claims
+    out.append((claim, on_jv) + tuple(on_lm(c) for c, _ in LM_CELLS))
+  return out
+
+
+def table_lm_directions(S: Summaries) -> str:
+  """Each claim's verdict on JapaneseVowels and on the LMs, side by side."""
+  def cell(v):
+    return 'n/a' if v is None else ('yes' if v[0] else 'no') + f' ({v[1]})'
+
+  rows, differ = [], 0
+  for claim, on_jv, *on_lm in _claims(S):
+    known = [v for v in on_lm if v is not None]
+    same = ('n/a' if on_jv is None or not known else
+            'same' if all(v[0] == on_jv[0] for v in known) else 'differs')
+    differ += same == 'differs'
+    rows.append([claim, cell(on_jv)] + [cell(v) for v in on_lm] + [same])
+  out = markdown_table(['claim', 'JapaneseVowels GRU-64 (accuracy)']
+                       + [f'{name} LM (bits/char)' for _, name in LM_CELLS]
+                       + ['direction'], rows)
+  return out + (f'\nThe direction differs from JapaneseVowels for {differ} of '
+                f'{len(rows)} claims (tolerance: {TOLERANCE_POINTS} points '
+                f'of accuracy, {LM_TOLERANCE_BPC} bits per character).\n')
+
+
+def plot_lm_pareto(rows_by_item: dict[str, list[dict]], plot_dir: str) -> None:
+  """Bits per character against file bytes, every LM method, per cell."""
+  lm = rows_by_item.get('lm', [])
+  for cell, name in LM_CELLS:
+    rows = [r for r in lm if str(r.get('group', '')).startswith(cell + '_')]
+    # The scratch twins are the students' reference: charted too.
+    rows += [{**r, 'name': f'{r["name"]}_scratch',
+              'group': f'{cell}_kd_scratch', 'method': 'student from scratch',
+              'value': r['scratch_test_bits_per_char']}
+             for r in rows if r.get('group') == f'{cell}_kd'
+             and r.get('status') == 'done'
+             and sweep_lib._is_number(r.get('scratch_test_bits_per_char'))]  # pylint: disable=protected-access
+    if rows:
+      sweep_lib.plot_pareto(
+          rows, os.path.join(plot_dir, f'lm_pareto_{cell}.png'),
+          f'{name} character LM, ASV Bible: every method (mean of seeds)')
 
 
 # The byte-budget item's hand-made recipes (configs/auto.py `sweep`).
@@ -419,16 +781,32 @@ def _save_log_x(plt, fig, ax, path: str, xlabel: str, title: str,
 
 
 def table_run_info(S: Summaries, info: dict) -> str:
-  """How the numbers were made: command, machine, wall time."""
-  if not info:
+  """How the numbers were made: per item the last call that ran it."""
+  del S  # The record, not the runs, says how they were made.
+  items = (info or {}).get('items', {})
+  if not items:
     return 'Not run yet.\n'
-  where = (f'on the Ray cluster at {info["ray_address"]}'
-           if info.get('ray_address') else
-           f'on a {info["cpus"]}-core CPU with --parallel {info["parallel"]}')
-  return (f'Generated by `{info["command"]}` on {info["date"]}: '
-          f'{info["runs"]} distinct grid points (the float baselines are shared '
-          f'by the grids), {info["wall_minutes"]:.1f} min wall '
-          f'time {where}.\n')
+  rows = []
+  for item in SWEEPS:
+    t = items.get(item)
+    if not t:
+      rows.append([item, 'n/a', 'n/a', 'n/a', 'not run', ''])
+      continue
+    where = (f'Ray cluster {t["ray_address"]}' if t.get('ray_address') else
+             f'{t["cpus"]}-core CPU, --parallel {t["parallel"]}')
+    rows.append([item, str(t['points']), str(t['points_run']),
+                 f'{t["wall_minutes"]:.1f}', f'{t["date"]}, {where}',
+                 f'`{t["command"]}`'])
+  out = markdown_table(['item', 'grid points', 'run by that call',
+                        'wall minutes', 'when, where', 'call'], rows)
+  whole = [items[i] for i in SWEEPS if i in items]
+  if len(whole) == len(SWEEPS) and all(t['points_run'] == t['points']
+                                       for t in whole):
+    for part, names in PARTS.items():
+      minutes = sum(items[i]['wall_minutes'] for i in names)
+      out += (f'\n{part}: {minutes:.1f} min wall from scratch.')
+    out += '\n'
+  return out
 
 
 # ----------------------------------------------------------------------------
@@ -546,7 +924,8 @@ def _copy_baselines(root: str, items: Sequence[str]) -> None:
 
 
 def run_all(root: str, items: Sequence[str], engine: sweep_lib.Engine,
-            smoke: bool, seeds: int = 0) -> list[str]:
+            smoke: bool, seeds: int = 0,
+            timings: dict[str, dict] | None = None) -> list[str]:
   """Runs every item's grid (resuming) in one Ray session.
 
   Args:
@@ -555,6 +934,8 @@ def run_all(root: str, items: Sequence[str], engine: sweep_lib.Engine,
     engine: the Ray to run on and each point's resources (see sweep.py).
     smoke: the tiny grids.
     seeds: seeds per grid point (0: each grid's own).
+    timings: filled per item with its wall minutes, its points and how
+      many of them this call ran (the others were done before), when given.
 
   Returns:
     The failed points, as 'item/name'.
@@ -564,14 +945,20 @@ def run_all(root: str, items: Sequence[str], engine: sweep_lib.Engine,
                  ([f'seeds={seeds}'] if seeds else []))
   with sweep_lib.ray_session(engine):
     for item in items:
+      t0 = time.time()
       spec = SWEEPS[item] + (f':{arg}' if arg else '')
       points = sweep_lib.load_points(spec)
       # Only grids with the standard baselines share them.
       if any(p.name.startswith('baseline_s') for p in points):
         _copy_baselines(root, [i for i in items if i != 'kd'])
       sweep_lib._say(f'=== {item}: {spec} ({len(points)} points)')  # pylint: disable=protected-access
+      todo = sum(not sweep_lib.is_done(p, os.path.join(root, item))
+                 for p in points)
       _, bad = sweep_lib.sweep(spec, os.path.join(root, item), engine)
       failed += [f'{item}/{n}' for n in bad]
+      if timings is not None:
+        timings[item] = {'wall_minutes': (time.time() - t0) / 60,
+                         'points': len(points), 'points_run': todo}
   return failed
 
 
@@ -580,8 +967,12 @@ TABLE_ITEMS = {
     'run_info': tuple(SWEEPS), 'zhu_gupta': ('prune',),
     'deep_compression': ('deep_compression',), 'kmeans': ('kmeans',),
     'hinton': ('kd',), 'prabhavalkar': ('svd',), 'wen_iss': ('structured',),
-    'quant_bits': ('ptq', 'qat'), 'lm_bits': ('lm_ptq',),
-    'budget': ('budget',),
+    'quant_bits': ('ptq', 'qat'), 'budget': ('budget',),
+    'lm_models': ('lm',), 'lm_zhu_gupta': ('lm',),
+    'lm_deep_compression': ('lm',), 'lm_hinton': ('lm',),
+    'lm_kd_search': ('lm',),
+    'lm_prabhavalkar': ('lm',), 'lm_wen_iss': ('lm',),
+    'lm_quant_bits': ('lm',), 'lm_directions': tuple(SWEEPS),
 }
 
 
@@ -610,8 +1001,16 @@ def write_outputs(root: str, items: Sequence[str], markdown: str,
       'prabhavalkar': table_prabhavalkar(summaries),
       'wen_iss': table_wen_iss(summaries),
       'quant_bits': table_quant_bits(summaries),
-      'lm_bits': table_lm_bits(summaries),
       'budget': table_budget(summaries),
+      'lm_models': table_lm_models(summaries),
+      'lm_zhu_gupta': table_lm_zhu_gupta(summaries),
+      'lm_deep_compression': table_lm_deep_compression(summaries),
+      'lm_hinton': table_lm_hinton(summaries, rows_by_item),
+      'lm_kd_search': table_lm_kd_search(rows_by_item),
+      'lm_prabhavalkar': table_lm_prabhavalkar(summaries),
+      'lm_wen_iss': table_lm_wen_iss(summaries),
+      'lm_quant_bits': table_lm_quant_bits(summaries),
+      'lm_directions': table_lm_directions(summaries),
   }
   with open(markdown) as f:
     text = f.read()
@@ -622,15 +1021,18 @@ def write_outputs(root: str, items: Sequence[str], markdown: str,
   text = fill_markers(text, tables)
   files.atomic_write(markdown, text)
   if only:
+    os.makedirs(plot_dir, exist_ok=True)
     if 'budget' in only:
-      os.makedirs(plot_dir, exist_ok=True)
       plot_budget(summaries, os.path.join(plot_dir, 'budget.png'))
+    if 'lm' in only:
+      plot_lm_pareto(rows_by_item, plot_dir)
     return
 
   os.makedirs(plot_dir, exist_ok=True)
-  # The chart is JapaneseVowels accuracy; the language model's bits per
-  # character have their own table.
-  all_rows = [r for item in items if item != 'lm_ptq'
+  # The chart is JapaneseVowels accuracy; the language models have their
+  # own (bits per character).
+  plot_lm_pareto(rows_by_item, plot_dir)
+  all_rows = [r for item in items if item != 'lm'
               for r in rows_by_item[item]]
   # The teacher is a reference, not a compressed model: it stays off the
   # chart, where its 222 KB would only stretch the axis.
@@ -692,29 +1094,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot_dir = os.path.join(root, 'docs')
   failed = []
   if not args.tables_only:
-    t0 = time.time()
+    timings: dict[str, dict] = {}
     try:
       engine = sweep_lib.Engine(
           address=args.ray_address, parallel=args.parallel,
           cpus=args.point_cpus, gpus=args.point_gpus,
           resources=sweep_lib.parse_resources(args.point_resources))
-      failed = run_all(root, items, engine, args.smoke, args.seeds)
+      failed = run_all(root, items, engine, args.smoke, args.seeds, timings)
     except sweep_lib.SweepError as e:
       print(f'error: {e}', file=sys.stderr)
       return 2
-    # Distinct trained models: a copied baseline has its original's digest.
-    runs = len({r.get('params_sha256') or f'{item}/{r["name"]}'
-                for item in items for r in sweep_lib.read_csv(
-                    os.path.join(root, item, 'sweep.csv'))
-                if r['status'] == 'done'})
-    if not args.only:  # A partial rerun keeps the full run's record.
-      sweep_lib._write_json(os.path.join(root, 'reproduce.json'), {  # pylint: disable=protected-access
-          'command': 'python ' + ' '.join(['reproduce.py'] + list(
-              argv if argv is not None else sys.argv[1:])),
-          'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
-          'wall_minutes': (time.time() - t0) / 60, 'runs': runs,
-          'cpus': os.cpu_count(), 'ray_address': args.ray_address,
-          'parallel': args.parallel or sweep_lib._usable_cores()})  # pylint: disable=protected-access
+    # One record per item, kept across partial reruns (`--only`): the last
+    # call that ran it, how long it took and how much of it that call ran.
+    path = os.path.join(root, 'reproduce.json')
+    info = sweep_lib._read_json(path) or {}  # pylint: disable=protected-access
+    record = {
+        'command': 'python ' + ' '.join(['reproduce.py'] + list(
+            argv if argv is not None else sys.argv[1:])),
+        'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+        'cpus': os.cpu_count(), 'ray_address': args.ray_address,
+        'parallel': args.parallel or sweep_lib._usable_cores()}  # pylint: disable=protected-access
+    items_info = info.get('items', {})
+    for item, t in timings.items():
+      items_info[item] = {**record, **t}
+    sweep_lib._write_json(path, {'items': items_info})  # pylint: disable=protected-access
   write_outputs(root, list(SWEEPS), markdown, plot_dir,
                 only=[i for i in args.only.split(',') if i])
   print(f'wrote {markdown} and {plot_dir}/'

@@ -418,9 +418,12 @@ def test_reproduction_md_has_a_marker_for_every_table():
   with open(os.path.join(ROOT, 'REPRODUCTION.md')) as f:
     text = f.read()
   names = {m[1] for m in reproduce._MARKER_RE.findall(text)}
-  assert names == {'run_info', 'zhu_gupta', 'deep_compression', 'kmeans',
-                   'hinton', 'prabhavalkar', 'wen_iss', 'quant_bits', 'lm_bits',
-                   'budget'}
+  assert names == set(reproduce.TABLE_ITEMS)
+  assert {'run_info', 'zhu_gupta', 'deep_compression', 'kmeans', 'hinton',
+          'prabhavalkar', 'wen_iss', 'quant_bits', 'budget', 'lm_models',
+          'lm_zhu_gupta', 'lm_deep_compression', 'lm_hinton', 'lm_kd_search',
+          'lm_prabhavalkar', 'lm_wen_iss', 'lm_quant_bits',
+          'lm_directions'} == names
 
 
 def test_budget_table_compares_with_the_best_file_that_fits():
