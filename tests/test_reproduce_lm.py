@@ -126,7 +126,7 @@ def test_bad_method_or_cell_is_one_line(arg, match):
 
 def test_the_grid_fine_tunes_from_its_own_float_lm():
   points = lm_compress.sweep()
-  assert len({p['name'] for p in points}) == len(points) == 151
+  assert len({p['name'] for p in points}) == len(points) == 103
   for p in points:
     cell, seed = p['name'].split('_')[0], p['name'].rsplit('_s', 1)[1]
     init = p['overrides'].get('init_from', '')
