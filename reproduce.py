@@ -77,14 +77,20 @@ _MARKER_RE = re.compile(r'(<!-- table:([a-z0-9_]+) -->\n)(.*?)(<!-- /table -->)'
 # Formatting
 
 
-def _pct(s: dict | None, key: str = 'value') -> str:
-  """'98.38 ± 0.27' (percent, mean ± std over seeds) or 'n/a'."""
+def _mean_std(s: dict | None, key: str, scale: float, digits: int) -> str:
+  """`key`'s mean (± its std over seeds when there are several), times
+  `scale`, to `digits` decimals; 'n/a' when missing."""
   if not s or key not in s:
     return 'n/a'
-  text = f'{100 * s[key]:.2f}'
+  text = f'{scale * s[key]:.{digits}f}'
   if s.get('n', 1) > 1:
-    text += f' ± {100 * s.get(key + "_std", 0.0):.2f}'
+    text += f' ± {scale * s.get(key + "_std", 0.0):.{digits}f}'
   return text
+
+
+def _pct(s: dict | None, key: str = 'value') -> str:
+  """'98.38 ± 0.27' (percent, mean ± std over seeds) or 'n/a'."""
+  return _mean_std(s, key, 100.0, 2)
 
 
 def _int(s: dict | None, key: str) -> str:
@@ -323,12 +329,7 @@ LM_TOLERANCE_BPC = 0.02
 
 def _bpc(s: dict | None, key: str = 'value') -> str:
   """'2.077 ± 0.004' (held-out bits per character, mean ± std) or 'n/a'."""
-  if not s or key not in s:
-    return 'n/a'
-  text = f'{s[key]:.3f}'
-  if s.get('n', 1) > 1:
-    text += f' ± {s.get(key + "_std", 0.0):.3f}'
-  return text
+  return _mean_std(s, key, 1.0, 3)
 
 
 def _ppl(s: dict | None, key: str = 'value') -> str:
@@ -365,14 +366,18 @@ def table_lm_models(S: Summaries) -> str:
                          'seeds'], rows)
 
 
-def _bpc_columns(s: dict | None, base: dict | None) -> list[str]:
-  dense = base.get('dense_bytes') if base else None
-  return [_int(s, 'params_nonzero'), _int(s, 'compressed_bytes'),
-          _ratio(s, dense), _bpc(s), _ppl(s), _n(s)]
+def _bpc_columns(count: str):
+  """Row columns: the parameter count `count`, file bytes, ratio to the
+  float LM's float32 size, bits/char, perplexity, seeds."""
+  def columns(s: dict | None, base: dict | None) -> list[str]:
+    dense = base.get('dense_bytes') if base else None
+    return [_int(s, count), _int(s, 'compressed_bytes'), _ratio(s, dense),
+            _bpc(s), _ppl(s), _n(s)]
+  return columns
 
 
-_BPC_HEADER = ['nonzero params', 'artifact bytes', 'ratio',
-               'held-out bits/char', 'perplexity per char', 'seeds']
+_BPC_HEADER = ['artifact bytes', 'ratio', 'held-out bits/char',
+               'perplexity per char', 'seeds']
 
 
 def table_lm_zhu_gupta(S: Summaries) -> str:
@@ -382,8 +387,8 @@ def table_lm_zhu_gupta(S: Summaries) -> str:
             for sp in (0.5, 0.8, 0.9, 0.95)]
   specs += [(f'dense{sp}', f'small dense, about the nonzeros of '
              f'{100 * sp:g}% sparse') for sp in (0.8, 0.9)]
-  out = markdown_table(['cell', 'model'] + _BPC_HEADER,
-                       _lm_rows(S, specs, _bpc_columns))
+  out = markdown_table(['cell', 'model', 'nonzero params'] + _BPC_HEADER,
+                       _lm_rows(S, specs, _bpc_columns('params_nonzero')))
   for cell, name in LM_CELLS:
     g = _lm(S, cell)
     for sp in (0.8, 0.9):
@@ -486,15 +491,8 @@ def table_lm_prabhavalkar(S: Summaries) -> str:
   ranks = (64, 32, 16)
   specs = [('float', 'full rank (float)')] + [(f'svd{r}', f'rank {r}')
                                                for r in ranks]
-
-  def cols(s, base):
-    dense = base.get('dense_bytes') if base else None
-    return [_int(s, 'params_total'), _int(s, 'compressed_bytes'),
-            _ratio(s, dense), _bpc(s), _ppl(s), _n(s)]
-  out = markdown_table(['cell', 'recurrent kernel', 'params',
-                        'artifact bytes', 'ratio', 'held-out bits/char',
-                        'perplexity per char', 'seeds'],
-                       _lm_rows(S, specs, cols))
+  out = markdown_table(['cell', 'recurrent kernel', 'params'] + _BPC_HEADER,
+                       _lm_rows(S, specs, _bpc_columns('params_total')))
   for cell, name in LM_CELLS:
     g = _lm(S, cell)
     best = _lm_no_loss(g.get('float'), [(f'rank {r}', g.get(f'svd{r}'))
@@ -580,10 +578,9 @@ def _claims(S: Summaries) -> list[tuple[str, object, object, object]]:
     return loss <= tol, f'{fmt(x)} vs {fmt(base)}'
 
   def kd(s, scratch_key, fmt, higher):
-    if not s or scratch_key not in s:
-      return None
-    x, y = s['value'], s[scratch_key]
-    return (x > y if higher else x < y), f'{fmt(s)} vs {fmt({"value": y})}'
+    """The student against its scratch twin (a column of the same row)."""
+    twin = {'value': s[scratch_key]} if s and scratch_key in s else None
+    return better((s, twin), fmt, higher)
 
   def third(g, base_key, prefix, ranks, fmt, tol, higher):
     """The largest rank whose file is at most a third of the float32 size:
@@ -602,7 +599,7 @@ def _claims(S: Summaries) -> list[tuple[str, object, object, object]]:
 
   jv_tol, lm_tol = TOLERANCE_POINTS / 100, LM_TOLERANCE_BPC
   out = []
-  for cell_claims in (
+  for claim, on_jv, on_lm in (
       ('Large-sparse beats small-dense at about equal nonzeros (90% '
        'sparse, equal training steps)',
        better(jv('prune', 'prune0.9', 'dense21_800'), pct, True),
@@ -641,7 +638,6 @@ def _claims(S: Summaries) -> list[tuple[str, object, object, object]]:
               pct, True),
        lambda c: better(lm(c, 'qat4', 'ptq4'), bpc, False)),
   ):
-    claim, on_jv, on_lm = cell_claims
     out.append((claim, on_jv) + tuple(on_lm(c) for c, _ in LM_CELLS))
   return out
 

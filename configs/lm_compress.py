@@ -82,9 +82,14 @@ KD_SEARCH = {
 }
 
 
+def float_lm_arg(cell: str, smoke: bool) -> str:
+  """The `gru_lm.py` arg of the float LM that the methods start from."""
+  return f'cell={cell},' + ('smoke' if smoke else 'small')
+
+
 def float_lm(cell: str, smoke: bool) -> str:
   """The recipe of the float LM that the methods start from."""
-  return f'gru_lm.py:cell={cell},' + ('smoke' if smoke else 'small')
+  return 'gru_lm.py:' + float_lm_arg(cell, smoke)
 
 
 def get_config(arg=None):
@@ -100,7 +105,7 @@ def get_config(arg=None):
   if a.cell not in WIDTHS:
     raise InputError(f'config arg cell: unknown {a.cell!r}; valid: '
                      + ', '.join(WIDTHS))
-  c = gru_lm.get_config(float_lm(a.cell, a.smoke).split(':', 1)[1])
+  c = gru_lm.get_config(float_lm_arg(a.cell, a.smoke))
   c.name = f'{a.cell}_lm_{a.method}'
   c.arg = arg or ''
   float_steps = c.train.steps
@@ -216,8 +221,7 @@ def sweep(arg=None):
       base = f'{tag}float_s{s}'
       tune = {'seed': s, 'init_from': f'{{sweep_dir}}/{base}'}
       points.append(dict(name=base, group=f'{tag}float', method='float LM',
-                         config=float_lm(cell, a.smoke).split(':')[0],
-                         arg=float_lm(cell, a.smoke).split(':')[1],
+                         config='gru_lm.py', arg=float_lm_arg(cell, a.smoke),
                          overrides={'seed': s}, stage=0))
       for method, key, values, smoke_values in grid:
         if a.smoke and cell == 'lstm' and method != 'ptq':
